@@ -1,0 +1,331 @@
+//! The two decisions the host asks for: a password grant and a Bearer check.
+//!
+//! Both take the settings and the clock as arguments, so they hold no state
+//! between calls and run the same natively (in tests) and in the component.
+
+use crate::token::{self, AccessClaims, Expectations, KeyError, TokenRejection};
+use crate::{
+    AccessDenial, AccessRequest, PolicyInfo, PolicySettings, Principal, TokenError, TokenGrant,
+    TokenRequest, UserRecord, password, scope,
+};
+
+/// The policy's name and version, from this crate's manifest.
+pub fn info() -> PolicyInfo {
+    PolicyInfo {
+        name: env!("CARGO_PKG_NAME").to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+fn expectations(settings: &PolicySettings) -> Expectations<'_> {
+    Expectations {
+        issuer: &settings.issuer,
+        audience: &settings.audience,
+        leeway_seconds: settings.leeway_seconds,
+    }
+}
+
+/// RFC 6749 §4.3: checks the password and issues an access token.
+///
+/// The password is checked before anything that depends on the user's
+/// record (scopes), and an unknown user costs the same argon2 work as a
+/// wrong password, so neither answers nor timing reveal which usernames exist.
+pub fn issue_token(
+    request: &TokenRequest,
+    settings: &PolicySettings,
+    find_user: impl FnOnce(&str) -> Result<Option<UserRecord>, String>,
+    now: u64,
+) -> Result<TokenGrant, TokenError> {
+    if request.username.is_empty() || request.password.is_empty() {
+        return Err(TokenError::InvalidRequest(
+            "username and password must not be empty".into(),
+        ));
+    }
+    if let Some(asked) = &request.scopes {
+        if asked.is_empty() {
+            return Err(TokenError::InvalidScope(
+                "the scope parameter is empty".into(),
+            ));
+        }
+        if let Some(bad) = asked.iter().find(|s| !scope::is_valid_token(s)) {
+            return Err(TokenError::InvalidScope(format!("malformed scope `{bad}`")));
+        }
+    }
+    let signing_key = settings
+        .signing_keys
+        .first()
+        .ok_or_else(|| TokenError::Unavailable(KeyError::NoKey.to_string()))?;
+
+    let user = find_user(&request.username).map_err(TokenError::Unavailable)?;
+    let user = match user {
+        Some(user) if password::matches(&request.password, &user.password_hash) => user,
+        Some(_) => return Err(TokenError::InvalidGrant),
+        None => {
+            password::burn_equal_time(&request.password);
+            return Err(TokenError::InvalidGrant);
+        }
+    };
+
+    let granted = match &request.scopes {
+        None => user.scopes.clone(),
+        Some(asked) => {
+            if let Some(&lacking) = scope::missing(asked, &user.scopes).first() {
+                return Err(TokenError::InvalidScope(format!(
+                    "scope `{lacking}` is not granted to this user"
+                )));
+            }
+            let mut granted = asked.clone();
+            granted.dedup();
+            granted
+        }
+    };
+
+    let claims = AccessClaims {
+        iss: settings.issuer.clone(),
+        aud: settings.audience.clone(),
+        sub: user.username,
+        exp: now + u64::from(settings.token_ttl_seconds),
+        iat: now,
+        nbf: Some(now),
+        jti: Some(token::new_token_id().map_err(|e| TokenError::Unavailable(e.to_string()))?),
+        scope: granted.join(" "),
+    };
+    let access_token =
+        token::sign(&claims, signing_key).map_err(|e| TokenError::Unavailable(e.to_string()))?;
+    Ok(TokenGrant {
+        access_token,
+        token_type: "bearer".into(),
+        expires_in: settings.token_ttl_seconds,
+        scopes: granted,
+    })
+}
+
+/// RFC 6750: decides whether a request's Bearer token grants the route.
+pub fn decide_access(
+    request: &AccessRequest,
+    settings: &PolicySettings,
+    now: u64,
+) -> Result<Principal, AccessDenial> {
+    let token = match scope::bearer(request.authorization.as_deref()) {
+        scope::Credentials::None => return Err(AccessDenial::NoCredentials),
+        scope::Credentials::Malformed => {
+            return Err(AccessDenial::InvalidToken(
+                TokenRejection::Malformed.to_string(),
+            ));
+        }
+        scope::Credentials::Bearer(token) => token,
+    };
+    let claims = token::verify(token, &settings.signing_keys, &expectations(settings), now)
+        .map_err(|e| AccessDenial::Unavailable(e.to_string()))?
+        .map_err(|rejection| AccessDenial::InvalidToken(rejection.to_string()))?;
+    let scopes = scope::split(&claims.scope);
+    if !scope::missing(&request.required_scopes, &scopes).is_empty() {
+        return Err(AccessDenial::InsufficientScope(
+            request.required_scopes.clone(),
+        ));
+    }
+    Ok(Principal {
+        subject: claims.sub,
+        scopes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SigningKey;
+    use std::sync::OnceLock;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn settings() -> PolicySettings {
+        PolicySettings {
+            signing_keys: vec![SigningKey {
+                kid: "k1".into(),
+                secret: vec![42; 32],
+            }],
+            issuer: "taskflow".into(),
+            audience: "taskflow-api".into(),
+            token_ttl_seconds: 1800,
+            leeway_seconds: 30,
+        }
+    }
+
+    fn alice() -> UserRecord {
+        static HASH: OnceLock<String> = OnceLock::new();
+        UserRecord {
+            username: "alice".into(),
+            password_hash: HASH
+                .get_or_init(|| password::hash("s3cret").unwrap())
+                .clone(),
+            scopes: vec!["tasks:read".into(), "tasks:write".into()],
+        }
+    }
+
+    fn directory(name: &str) -> Result<Option<UserRecord>, String> {
+        Ok((name == "alice").then(alice))
+    }
+
+    fn request(username: &str, password: &str, scopes: Option<&[&str]>) -> TokenRequest {
+        TokenRequest {
+            username: username.into(),
+            password: password.into(),
+            scopes: scopes.map(|s| s.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    fn access(token: Option<&str>, required: &[&str]) -> AccessRequest {
+        AccessRequest {
+            authorization: token.map(|t| format!("Bearer {t}")),
+            method: "GET".into(),
+            route: "/tasks".into(),
+            required_scopes: required.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn grant_without_scope_gives_all_of_the_users_scopes() {
+        let grant = issue_token(
+            &request("alice", "s3cret", None),
+            &settings(),
+            directory,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(grant.token_type, "bearer");
+        assert_eq!(grant.expires_in, 1800);
+        assert_eq!(grant.scopes, vec!["tasks:read", "tasks:write"]);
+        let principal = decide_access(
+            &access(Some(&grant.access_token), &["tasks:write"]),
+            &settings(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(principal.subject, "alice");
+        assert_eq!(principal.scopes, vec!["tasks:read", "tasks:write"]);
+    }
+
+    #[test]
+    fn grant_narrows_to_the_asked_scopes() {
+        let req = request("alice", "s3cret", Some(&["tasks:read"]));
+        let grant = issue_token(&req, &settings(), directory, NOW).unwrap();
+        assert_eq!(grant.scopes, vec!["tasks:read"]);
+        let denied = decide_access(
+            &access(Some(&grant.access_token), &["tasks:write"]),
+            &settings(),
+            NOW,
+        );
+        assert_eq!(
+            denied,
+            Err(AccessDenial::InsufficientScope(vec!["tasks:write".into()]))
+        );
+    }
+
+    #[test]
+    fn unknown_user_and_wrong_password_look_alike() {
+        let unknown = issue_token(&request("bob", "s3cret", None), &settings(), directory, NOW);
+        let wrong = issue_token(&request("alice", "nope", None), &settings(), directory, NOW);
+        assert_eq!(unknown, Err(TokenError::InvalidGrant));
+        assert_eq!(wrong, Err(TokenError::InvalidGrant));
+    }
+
+    #[test]
+    fn scope_errors_come_after_the_password_check() {
+        let wrong_pw = request("alice", "nope", Some(&["admin"]));
+        assert_eq!(
+            issue_token(&wrong_pw, &settings(), directory, NOW),
+            Err(TokenError::InvalidGrant)
+        );
+        let right_pw = request("alice", "s3cret", Some(&["tasks:read", "admin"]));
+        assert!(matches!(
+            issue_token(&right_pw, &settings(), directory, NOW),
+            Err(TokenError::InvalidScope(s)) if s.contains("admin")
+        ));
+    }
+
+    #[test]
+    fn malformed_grant_requests() {
+        let cases = [request("", "x", None), request("alice", "", None)];
+        for case in cases {
+            assert!(matches!(
+                issue_token(&case, &settings(), directory, NOW),
+                Err(TokenError::InvalidRequest(_))
+            ));
+        }
+        for scopes in [&[][..], &["a\"b"][..]] {
+            assert!(matches!(
+                issue_token(
+                    &request("alice", "s3cret", Some(scopes)),
+                    &settings(),
+                    directory,
+                    NOW
+                ),
+                Err(TokenError::InvalidScope(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn storage_failure_is_unavailable() {
+        let failing = |_: &str| Err("database is down".to_owned());
+        assert_eq!(
+            issue_token(&request("alice", "s3cret", None), &settings(), failing, NOW),
+            Err(TokenError::Unavailable("database is down".into()))
+        );
+    }
+
+    #[test]
+    fn short_key_is_refused_not_used() {
+        let mut weak = settings();
+        weak.signing_keys[0].secret = b"short".to_vec();
+        assert!(matches!(
+            issue_token(&request("alice", "s3cret", None), &weak, directory, NOW),
+            Err(TokenError::Unavailable(_))
+        ));
+        assert!(matches!(
+            decide_access(&access(Some("a.b.c"), &[]), &weak, NOW),
+            Err(AccessDenial::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn access_denials() {
+        assert_eq!(
+            decide_access(&access(None, &[]), &settings(), NOW),
+            Err(AccessDenial::NoCredentials)
+        );
+        assert!(matches!(
+            decide_access(&access(Some("garbage"), &[]), &settings(), NOW),
+            Err(AccessDenial::InvalidToken(_))
+        ));
+        let grant = issue_token(
+            &request("alice", "s3cret", None),
+            &settings(),
+            directory,
+            NOW,
+        )
+        .unwrap();
+        let later = NOW + 1800 + 30;
+        assert_eq!(
+            decide_access(&access(Some(&grant.access_token), &[]), &settings(), later),
+            Err(AccessDenial::InvalidToken("the token has expired".into()))
+        );
+    }
+
+    #[test]
+    fn decisions_do_not_depend_on_earlier_calls() {
+        let grant = issue_token(
+            &request("alice", "s3cret", None),
+            &settings(),
+            directory,
+            NOW,
+        )
+        .unwrap();
+        let good = access(Some(&grant.access_token), &["tasks:read"]);
+        let first = decide_access(&good, &settings(), NOW);
+        for _ in 0..3 {
+            let _ = decide_access(&access(Some("x.y.z"), &[]), &settings(), NOW);
+            assert_eq!(decide_access(&good, &settings(), NOW), first);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The Bearer check: an extractor that asks the policy component whether the
+//! request's token grants the route. Each route names what it needs in its
+//! handler's signature (`Authorized<ReadTasks>`), and because this runs
+//! before any body extractor, authentication precedes reading the body.
+
+use std::marker::PhantomData;
+
+use axum::extract::{FromRef, FromRequestParts, MatchedPath};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::policy::{AccessRequest, Denial, Principal};
+
+/// What a route requires of a token.
+pub trait RouteAccess: Send + Sync + 'static {
+    /// Every scope the route needs; empty means any valid token.
+    const SCOPES: &'static [&'static str];
+}
+
+/// Any valid token.
+pub struct AnyToken;
+/// `tasks:read`.
+pub struct ReadTasks;
+/// `tasks:write`.
+pub struct WriteTasks;
+
+impl RouteAccess for AnyToken {
+    const SCOPES: &'static [&'static str] = &[];
+}
+impl RouteAccess for ReadTasks {
+    const SCOPES: &'static [&'static str] = &["tasks:read"];
+}
+impl RouteAccess for WriteTasks {
+    const SCOPES: &'static [&'static str] = &["tasks:write"];
+}
+
+/// The principal of a request the policy allowed for route access `A`.
+pub struct Authorized<A: RouteAccess> {
+    pub principal: Principal,
+    _access: PhantomData<A>,
+}
+
+impl<A: RouteAccess, S: Send + Sync> FromRequestParts<S> for Authorized<A>
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        // A header that is not valid text cannot hold a Bearer token.
+        let authorization = match parts.headers.get(AUTHORIZATION) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                ApiError::InvalidToken("the Authorization header is not valid text".into())
+            })?),
+        };
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or_else(|| parts.uri.path(), MatchedPath::as_str);
+        let request = AccessRequest {
+            authorization,
+            method: parts.method.as_str(),
+            route,
+            required_scopes: A::SCOPES,
+        };
+        match state.policy.decide_access(&request)? {
+            Ok(principal) => Ok(Authorized {
+                principal,
+                _access: PhantomData,
+            }),
+            Err(Denial::NoCredentials) => Err(ApiError::NoCredentials),
+            Err(Denial::InvalidToken(reason)) => Err(ApiError::InvalidToken(reason)),
+            Err(Denial::InsufficientScope(scopes)) => Err(ApiError::InsufficientScope(scopes)),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Command line, environment and the settings derived from them.
+//!
+//! Every setting has a flag and a `TASKFLOW_*` variable (the flag wins), except
+//! the signing secret, which is read from the environment or a file only, so
+//! it never shows in a process list or in `--help`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sha2::{Digest, Sha256};
+
+use crate::files;
+use crate::policy::{PolicyConfig, PolicySettings, SandboxLimits, SigningKey};
+
+/// Where `just build` puts the default policy component.
+const BUILT_COMPONENT: &str = "target/wasm32-wasip2/component/guest_auth.wasm";
+/// Name of the generated signing secret inside the data directory.
+const SECRET_FILE: &str = "jwt-secret";
+/// HS256 keys shorter than the hash output are refused (RFC 7518 §3.2).
+const MIN_SECRET_BYTES: usize = 32;
+/// The contract's ceiling on clock skew.
+const MAX_LEEWAY_SECONDS: u64 = 60;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "taskflow",
+    version,
+    about = "Task API whose authentication policy runs in a WebAssembly component"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "TASKFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from standard input (one line).
+    Add {
+        username: String,
+        /// Space-separated scopes, e.g. "tasks:read tasks:write".
+        #[arg(long, default_value = "")]
+        scopes: String,
+    },
+    /// List users and their scopes.
+    List,
+    /// Remove a user and their tasks.
+    Remove { username: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings shared by every subcommand, so `user add` sees what `serve` sees.
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    /// Directory for the database, generated secret and compiled-component cache.
+    #[arg(
+        long,
+        env = "TASKFLOW_DATA_DIR",
+        default_value = "./taskflow-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Database URL [default: sqlite://DATA_DIR/taskflow.db].
+    #[arg(long, env = "TASKFLOW_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Auth policy component (.wasm) [default: the one `just build` makes].
+    #[arg(long, env = "TASKFLOW_AUTH_COMPONENT", global = true)]
+    pub auth_component: Option<PathBuf>,
+    /// Directory for compiled components [default: DATA_DIR/component-cache].
+    #[arg(long, env = "TASKFLOW_COMPONENT_CACHE_DIR", global = true)]
+    pub component_cache_dir: Option<PathBuf>,
+    /// File holding the signing secret (at least 32 bytes). TASKFLOW_JWT_SECRET
+    /// in the environment takes precedence; with neither, a secret is generated
+    /// once and kept in the data directory.
+    #[arg(long, env = "TASKFLOW_JWT_SECRET_FILE", global = true)]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// `iss` of issued tokens, required of verified ones.
+    #[arg(
+        long,
+        env = "TASKFLOW_ISSUER",
+        default_value = "taskflow",
+        global = true
+    )]
+    pub issuer: String,
+    /// `aud` of issued tokens, required of verified ones.
+    #[arg(
+        long,
+        env = "TASKFLOW_AUDIENCE",
+        default_value = "taskflow-api",
+        global = true
+    )]
+    pub audience: String,
+    /// Access-token lifetime in seconds.
+    #[arg(
+        long,
+        env = "TASKFLOW_TOKEN_TTL",
+        default_value_t = 1800,
+        global = true
+    )]
+    pub token_ttl: u64,
+    /// Clock skew allowed on `exp`/`nbf`, in seconds (at most 60).
+    #[arg(long, env = "TASKFLOW_LEEWAY", default_value_t = 30, global = true)]
+    pub leeway: u64,
+    /// Longest one call into the auth component may run, in milliseconds.
+    #[arg(
+        long,
+        env = "TASKFLOW_COMPONENT_DEADLINE_MS",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub component_deadline_ms: u64,
+    /// Most memory one component instance may use, in MiB.
+    #[arg(
+        long,
+        env = "TASKFLOW_COMPONENT_MEMORY_MIB",
+        default_value_t = 64,
+        global = true
+    )]
+    pub component_memory_mib: usize,
+    /// Log format.
+    #[arg(
+        long,
+        env = "TASKFLOW_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Settings that make no sense, found before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "signing secret {source_name} is {len} bytes; at least {MIN_SECRET_BYTES} are required"
+    )]
+    ShortSecret { source_name: String, len: usize },
+    #[error("signing secret file {}: {source}", path.display())]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl SettingsArgs {
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("taskflow.db").display()))
+    }
+
+    /// Component path and sandbox limits.
+    pub fn policy_config(&self) -> Result<PolicyConfig, ConfigError> {
+        if self.component_deadline_ms == 0 || self.component_memory_mib == 0 {
+            return Err(ConfigError::Invalid(
+                "component deadline and memory limit must be positive".into(),
+            ));
+        }
+        Ok(PolicyConfig {
+            component: self
+                .auth_component
+                .clone()
+                .unwrap_or_else(default_component),
+            cache_dir: Some(
+                self.component_cache_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("component-cache")),
+            ),
+            limits: SandboxLimits {
+                call_deadline: Duration::from_millis(self.component_deadline_ms),
+                memory_bytes: self.component_memory_mib << 20,
+                ..SandboxLimits::default()
+            },
+        })
+    }
+
+    /// Token settings and the signing key, validated.
+    pub fn policy_settings(&self) -> Result<PolicySettings, ConfigError> {
+        if self.issuer.trim().is_empty() || self.audience.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "issuer and audience must not be empty".into(),
+            ));
+        }
+        if !(1..=u64::from(u32::MAX)).contains(&self.token_ttl) {
+            return Err(ConfigError::Invalid(format!(
+                "token TTL must be between 1 and {} seconds",
+                u32::MAX
+            )));
+        }
+        if self.leeway > MAX_LEEWAY_SECONDS {
+            return Err(ConfigError::Invalid(format!(
+                "leeway must be at most {MAX_LEEWAY_SECONDS} seconds"
+            )));
+        }
+        let secret = self.signing_secret()?;
+        Ok(PolicySettings {
+            signing_keys: vec![SigningKey {
+                kid: key_id(&secret),
+                secret,
+            }],
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            token_ttl: Duration::from_secs(self.token_ttl),
+            leeway: Duration::from_secs(self.leeway),
+        })
+    }
+
+    fn signing_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        if let Some(secret) = std::env::var_os("TASKFLOW_JWT_SECRET") {
+            let secret = secret.into_encoded_bytes();
+            return check_length(secret, "TASKFLOW_JWT_SECRET");
+        }
+        if let Some(path) = &self.jwt_secret_file {
+            return read_secret_file(path);
+        }
+        let path = self.data_dir.join(SECRET_FILE);
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| ConfigError::Invalid(format!("no randomness for a secret: {e}")))?;
+        let created =
+            files::create_private(&path, hex::encode(fresh).as_bytes()).map_err(|source| {
+                ConfigError::SecretFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        if created {
+            tracing::info!(file = %path.display(), "generated a new signing secret");
+        }
+        read_secret_file(&path)
+    }
+}
+
+fn check_length(secret: Vec<u8>, source_name: &str) -> Result<Vec<u8>, ConfigError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::ShortSecret {
+            source_name: source_name.to_owned(),
+            len: secret.len(),
+        });
+    }
+    Ok(secret)
+}
+
+/// Reads a secret file; one trailing line break is not part of the secret.
+fn read_secret_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let error = |source| ConfigError::SecretFile {
+        path: path.to_owned(),
+        source,
+    };
+    let mut secret = std::fs::read(path).map_err(error)?;
+    if files::readable_by_others(path).map_err(error)? {
+        tracing::warn!(file = %path.display(), "signing secret file is readable by other users; chmod 600 it");
+    }
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
+    }
+    check_length(secret, &format!("file {}", path.display()))
+}
+
+/// A key id derived from the key: stable across restarts and replicas that
+/// share the secret, and reveals nothing about it.
+pub fn key_id(secret: &[u8]) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"taskflow key id\0")
+        .chain_update(secret)
+        .finalize();
+    hex::encode(&digest[..8])
+}
+
+/// The component `just build` produces: next to the working directory's
+/// `target/`, or next to this executable when run from `target/release`.
+fn default_component() -> PathBuf {
+    let from_cwd = PathBuf::from(BUILT_COMPONENT);
+    if from_cwd.exists() {
+        return from_cwd;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            Some(
+                exe.parent()?
+                    .parent()?
+                    .join("wasm32-wasip2/component/guest_auth.wasm"),
+            )
+        })
+        .filter(|p| p.exists())
+        .unwrap_or(from_cwd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(data_dir: &Path) -> SettingsArgs {
+        let cli = Cli::parse_from([
+            "taskflow",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "user",
+            "list",
+        ]);
+        cli.settings
+    }
+
+    #[test]
+    fn key_ids_are_stable_and_distinct() {
+        assert_eq!(key_id(b"a"), key_id(b"a"));
+        assert_ne!(key_id(b"a"), key_id(b"b"));
+        assert_eq!(key_id(b"a").len(), 16);
+    }
+
+    #[test]
+    fn generated_secret_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = args(dir.path());
+        let first = settings.signing_secret().unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(settings.signing_secret().unwrap(), first);
+        assert!(!files::readable_by_others(&dir.path().join(SECRET_FILE)).unwrap());
+    }
+
+    #[test]
+    fn short_secret_file_is_refused_without_showing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(&file, "tooshort\n").unwrap();
+        let mut settings = args(dir.path());
+        settings.jwt_secret_file = Some(file);
+        let message = settings.signing_secret().unwrap_err().to_string();
+        assert!(message.contains("8 bytes"), "{message}");
+        assert!(!message.contains("tooshort"));
+    }
+
+    #[test]
+    fn leeway_over_a_minute_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = args(dir.path());
+        settings.leeway = 61;
+        assert!(matches!(
+            settings.policy_settings(),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn default_database_is_in_the_data_dir() {
+        let settings = args(Path::new("/srv/tf"));
+        assert_eq!(settings.database_url(), "sqlite:///srv/tf/taskflow.db");
+    }
+}

@@ -1,0 +1,175 @@
+//! Every error answer of the API, and the one place that maps each to its
+//! status, headers and body.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::policy::PolicyFailure;
+use crate::storage::StorageError;
+
+/// The realm in every `WWW-Authenticate` challenge.
+const REALM: &str = "taskflow";
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// RFC 6749 §5.2 error of `/token` (status 400).
+    OAuth {
+        code: &'static str,
+        description: String,
+    },
+    /// RFC 6750 §3.1: no credentials; the challenge carries no error.
+    NoCredentials,
+    InvalidToken(String),
+    InsufficientScope(Vec<String>),
+    /// A bad query parameter (status 400).
+    InvalidQuery(String),
+    NotFound(&'static str),
+    MethodNotAllowed,
+    PayloadTooLarge {
+        limit: usize,
+        code: &'static str,
+    },
+    InvalidBody(String),
+    /// Storage or the policy is down. The detail is logged, never sent.
+    Unavailable(String),
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<PolicyFailure> for ApiError {
+    fn from(e: PolicyFailure) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, description, challenge) = match self {
+            ApiError::OAuth { code, description } => {
+                (StatusCode::BAD_REQUEST, code, description, None)
+            }
+            ApiError::NoCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a Bearer token is required".to_owned(),
+                Some(format!("Bearer realm=\"{REALM}\"")),
+            ),
+            ApiError::InvalidToken(reason) => {
+                let challenge = format!(
+                    "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+                    quotable(&reason)
+                );
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    reason,
+                    Some(challenge),
+                )
+            }
+            ApiError::InsufficientScope(scopes) => {
+                let scopes = scopes.join(" ");
+                let challenge = format!(
+                    "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
+                    quotable(&scopes)
+                );
+                let description = format!("this route requires the scope `{scopes}`");
+                (
+                    StatusCode::FORBIDDEN,
+                    "insufficient_scope",
+                    description,
+                    Some(challenge),
+                )
+            }
+            ApiError::InvalidQuery(description) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                description,
+                None,
+            ),
+            ApiError::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found"),
+                None,
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method".to_owned(),
+                None,
+            ),
+            ApiError::PayloadTooLarge { limit, code } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                code,
+                format!("the body exceeds {limit} bytes"),
+                None,
+            ),
+            ApiError::InvalidBody(description) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                description,
+                None,
+            ),
+            ApiError::Unavailable(detail) => {
+                tracing::error!(%detail, "request failed: service unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the service is temporarily unavailable; try again".to_owned(),
+                    None,
+                )
+            }
+        };
+        let body = json!({ "error": code, "error_description": description });
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// RFC 6750 §3: the characters allowed inside a challenge's quoted values.
+fn quotable(text: &str) -> String {
+    text.chars()
+        .filter(|c| matches!(*c, '\x20'..='\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E'))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_values_cannot_break_the_header() {
+        assert_eq!(quotable("a \"b\"\\\r\nc\u{e9}"), "a bc");
+    }
+
+    #[test]
+    fn no_credentials_challenge_has_no_error() {
+        let response = ApiError::NoCredentials.into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"taskflow\""
+        );
+    }
+
+    #[test]
+    fn unavailable_hides_the_detail() {
+        let response = ApiError::Unavailable("password=hunter2".into()).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

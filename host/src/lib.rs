@@ -1,0 +1,24 @@
+//! TaskFlow: a task API whose whole authentication policy runs in a
+//! WebAssembly component.
+//!
+//! - [`config`]: command line, environment, the signing secret.
+//! - [`startup`]: opening storage, loading the policy, serving.
+//! - [`app`]: state, router and middleware; [`routes`]: the handlers.
+//! - [`auth`]: the Bearer check each protected route declares.
+//! - [`policy`]: the component, behind one door (wasmtime lives there only).
+//! - [`storage`]: users and tasks in SQLite; [`task`]: the task model.
+//! - [`error`]: every error answer, mapped in one place.
+//! - [`commands`]: `taskflow user ...`.
+
+pub mod app;
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod policy;
+pub mod routes;
+pub mod startup;
+pub mod storage;
+pub mod task;
+pub mod telemetry;

@@ -1,0 +1,150 @@
+//! `POST /token`: the OAuth 2.0 password grant (RFC 6749 §4.3).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::policy::GrantRefusal;
+
+/// The contract's cap on a token request body.
+pub const TOKEN_BODY_LIMIT: usize = 8 * 1024;
+
+fn oauth(code: &'static str, description: impl Into<String>) -> ApiError {
+    ApiError::OAuth {
+        code,
+        description: description.into(),
+    }
+}
+
+pub async fn issue_token(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    if !is_form(&parts.headers) {
+        return Err(oauth(
+            "invalid_request",
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
+    }
+    // The size is checked before anything else is done with the body, and
+    // long before any password work.
+    let body = super::read_body(&parts.headers, body, TOKEN_BODY_LIMIT, "invalid_request").await?;
+    let mut params = parse_form(&body)?;
+
+    match params.remove("grant_type").as_deref() {
+        None => return Err(oauth("invalid_request", "missing parameter `grant_type`")),
+        Some("password") => {}
+        Some(_) => {
+            return Err(oauth(
+                "unsupported_grant_type",
+                "only grant_type=password is supported",
+            ));
+        }
+    }
+    let username = params
+        .remove("username")
+        .ok_or_else(|| oauth("invalid_request", "missing parameter `username`"))?;
+    let password = params
+        .remove("password")
+        .ok_or_else(|| oauth("invalid_request", "missing parameter `password`"))?;
+    let scopes = params
+        .remove("scope")
+        .map(|s| s.split_whitespace().map(str::to_owned).collect());
+
+    let grant = match state.policy.issue_token(username, password, scopes).await? {
+        Ok(grant) => grant,
+        Err(GrantRefusal::InvalidGrant) => {
+            return Err(oauth(
+                "invalid_grant",
+                "the username or password is incorrect",
+            ));
+        }
+        Err(GrantRefusal::InvalidScope(reason)) => return Err(oauth("invalid_scope", reason)),
+        Err(GrantRefusal::InvalidRequest(reason)) => return Err(oauth("invalid_request", reason)),
+    };
+    let body = Json(json!({
+        "access_token": grant.access_token,
+        "token_type": "bearer",
+        "expires_in": grant.expires_in,
+        "scope": grant.scopes.join(" "),
+    }));
+    // RFC 6749 §5.1: token answers must not be cached.
+    let headers = [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ];
+    Ok((headers, body).into_response())
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// Parses the form; RFC 6749 §3.2: no parameter may be sent twice.
+fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, ApiError> {
+    let mut params = HashMap::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        if params
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
+            return Err(oauth(
+                "invalid_request",
+                format!("parameter `{name}` is repeated"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_content_type_with_charset() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_form(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+        );
+        assert!(is_form(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_form(&headers));
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        assert!(parse_form(b"a=1&b=2").is_ok());
+        assert!(matches!(
+            parse_form(b"a=1&a=2"),
+            Err(ApiError::OAuth { code: "invalid_request", description }) if description.contains("`a`")
+        ));
+    }
+
+    #[test]
+    fn form_values_are_decoded() {
+        let params = parse_form(b"password=p%26ss+word&scope=a%20b").unwrap();
+        assert_eq!(params["password"], "p&ss word");
+        assert_eq!(params["scope"], "a b");
+    }
+}

@@ -1,0 +1,118 @@
+//! Users: name, argon2id hash (made by the policy component) and scopes.
+
+use super::{Database, StorageError, now};
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    pub username: String,
+    pub password_hash: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    username: String,
+    password_hash: String,
+    scopes: String,
+}
+
+impl From<UserRow> for StoredUser {
+    fn from(row: UserRow) -> Self {
+        StoredUser {
+            username: row.username,
+            password_hash: row.password_hash,
+            scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
+        }
+    }
+}
+
+impl Database {
+    pub async fn add_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        scopes: &[String],
+    ) -> Result<(), StorageError> {
+        let result = sqlx::query(
+            "INSERT INTO users (username, password_hash, scopes, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(scopes.join(" "))
+        .bind(now())
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StorageError::UserExists(username.to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn find_user(&self, username: &str) -> Result<Option<StoredUser>, StorageError> {
+        let row = sqlx::query_as::<_, UserRow>(
+            "SELECT username, password_hash, scopes FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(StoredUser::from))
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<StoredUser>, StorageError> {
+        let rows = sqlx::query_as::<_, UserRow>(
+            "SELECT username, password_hash, scopes FROM users ORDER BY username",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(StoredUser::from).collect())
+    }
+
+    /// Removes a user and, by cascade, their tasks. Returns whether one existed.
+    pub async fn remove_user(&self, username: &str) -> Result<bool, StorageError> {
+        let result = sqlx::query("DELETE FROM users WHERE username = $1")
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::storage::test_database;
+
+    #[tokio::test]
+    async fn add_find_list_remove() {
+        let (db, _dir) = test_database().await;
+        db.add_user("bob", "h1", &["a".into(), "b".into()])
+            .await
+            .unwrap();
+        db.add_user("alice", "h2", &[]).await.unwrap();
+        let bob = db.find_user("bob").await.unwrap().unwrap();
+        assert_eq!(bob.scopes, vec!["a", "b"]);
+        assert_eq!(bob.password_hash, "h1");
+        let names: Vec<_> = db
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        assert_eq!(names, vec!["alice", "bob"]);
+        assert!(db.remove_user("bob").await.unwrap());
+        assert!(!db.remove_user("bob").await.unwrap());
+        assert!(db.find_user("bob").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn duplicate_user_is_a_conflict() {
+        let (db, _dir) = test_database().await;
+        db.add_user("bob", "h", &[]).await.unwrap();
+        let err = db.add_user("bob", "h", &[]).await.unwrap_err();
+        assert!(matches!(err, super::StorageError::UserExists(name) if name == "bob"));
+    }
+}

@@ -1,0 +1,42 @@
+# TaskFlow: `just run` serves, `just test` checks everything.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+component := "target/wasm32-wasip2/component/guest_auth.wasm"
+
+# List the recipes.
+default:
+    @just --list
+
+# Add the WebAssembly target if this toolchain lacks it.
+wasm-target:
+    @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+# Build the auth policy component (guest-auth, wasm32-wasip2).
+component: wasm-target
+    cargo build --profile component --target wasm32-wasip2 -p guest-auth
+
+# Build the policy component and the taskflow host.
+build: component
+    cargo build --release -p taskflow
+
+# Serve on 127.0.0.1:8080 with the embedded defaults (SQLite in ./taskflow-data).
+run: build
+    @echo "Add a user (password on stdin):"
+    @echo "  echo 'their-password' | ./target/release/taskflow user add alice --scopes 'tasks:read tasks:write'"
+    @echo "Get a token:"
+    @echo "  curl -s -d grant_type=password -d username=alice -d password=their-password http://127.0.0.1:8080/token"
+    @echo "Call a protected route:"
+    @echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" http://127.0.0.1:8080/tasks"
+    @echo
+    ./target/release/taskflow serve
+
+# Formatting and clippy (-D warnings) for the host, and the guest natively and as wasm.
+lint: wasm-target
+    cargo fmt --all --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
+    cargo clippy --profile component --target wasm32-wasip2 -p guest-auth -- -D warnings
+
+# Lint, build, then unit tests of both sides and the integration tests.
+test: lint build
+    cargo test --release --workspace

@@ -1,0 +1,321 @@
+//! Starts the real `taskflow` binary with the real policy component on a
+//! fresh data directory and a free loopback port, and talks to it over HTTP.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+/// The secret most tests run with, so they can mint their own tokens.
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+pub const PASSWORD: &str = "correct horse battery staple";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The component `just build` makes, unless `TASKFLOW_TEST_COMPONENT` names another.
+pub fn component_path() -> PathBuf {
+    let path = std::env::var_os("TASKFLOW_TEST_COMPONENT").map_or_else(
+        || workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "policy component {} is missing: run `just build` first",
+        path.display()
+    );
+    path
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One compiled-component cache for the whole test run, so each server
+/// start does not recompile the component.
+fn cache_dir() -> PathBuf {
+    workspace().join("target/test-component-cache")
+}
+
+/// How a test server is started.
+#[derive(Clone)]
+pub struct Options {
+    /// `None`: no TASKFLOW_JWT_SECRET, so the server generates one.
+    pub secret: Option<String>,
+    pub component: PathBuf,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            secret: Some(SECRET.into()),
+            component: component_path(),
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// A running server; killed when dropped.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data: tempfile::TempDir,
+    pub options: Options,
+    child: Child,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), options)
+    }
+
+    fn start_in(data: tempfile::TempDir, options: Options) -> Self {
+        let mut child = taskflow(data.path(), &options)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(log_file(data.path()))
+            .spawn()
+            .expect("start taskflow");
+        let base = wait_for_address(&mut child, data.path());
+        TestServer {
+            base,
+            client: reqwest::Client::new(),
+            data,
+            options,
+            child,
+        }
+    }
+
+    /// Stops the server (SIGTERM, then waits) and starts it again on the same data.
+    pub async fn restart(mut self) -> Self {
+        self.terminate();
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
+        Self::start_in(data, self.options.clone())
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Runs `taskflow ARGS` against this server's data, with `stdin`.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        run_cli(self.data.path(), &self.options, args, stdin)
+    }
+
+    /// Adds a user through the CLI, as an operator would.
+    pub fn add_user(&self, name: &str, scopes: &str) {
+        let out = self.cli(
+            &["user", "add", name, "--scopes", scopes],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// POSTs a raw form body to `/token`.
+    pub async fn token_request(&self, form: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A token for `user` (password [`PASSWORD`]), optionally narrowed to `scope`.
+    pub async fn token(&self, user: &str, scope: Option<&str>) -> String {
+        let mut form = format!(
+            "grant_type=password&username={user}&password={}",
+            urlencode(PASSWORD)
+        );
+        if let Some(scope) = scope {
+            form.push_str(&format!("&scope={}", urlencode(scope)));
+        }
+        let response = self.token_request(&form).await;
+        assert_eq!(response.status(), 200, "token for {user}");
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends `method path` with an optional Bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn taskflow(data: &Path, options: &Options) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskflow"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TASKFLOW_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("TASKFLOW_DATA_DIR", data)
+        .env("TASKFLOW_AUTH_COMPONENT", &options.component)
+        .env("TASKFLOW_COMPONENT_CACHE_DIR", cache_dir())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    if let Some(secret) = &options.secret {
+        command.env("TASKFLOW_JWT_SECRET", secret);
+    }
+    for (name, value) in &options.extra_env {
+        command.env(name, value);
+    }
+    command
+}
+
+/// Runs the CLI to completion.
+pub fn run_cli(data: &Path, options: &Options, args: &[&str], stdin: &str) -> Output {
+    let mut child = taskflow(data, options)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run taskflow");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn log_file(data: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("server.log"))
+        .unwrap()
+}
+
+/// Reads stdout until the server says where it listens.
+fn wait_for_address(child: &mut Child, data: &Path) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(address) = line.strip_prefix("taskflow listening on ") {
+                let _ = tx.send(address.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(address) => address,
+        Err(_) => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
+            panic!("taskflow did not start; its log:\n{log}");
+        }
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Claims as the server issues them, for `user`, valid for ten minutes.
+pub fn claims(user: &str, scope: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": "taskflow", "aud": "taskflow-api", "sub": user,
+        "iat": now, "nbf": now, "exp": now + 600,
+        "jti": format!("test-{now}"), "scope": scope,
+    })
+}
+
+/// Mints an HS256 access token with an independent JWT library.
+pub fn mint(claims: &Value, secret: &[u8], kid: &str) -> String {
+    let header = Header {
+        typ: Some("at+jwt".into()),
+        kid: Some(kid.into()),
+        ..Header::new(Algorithm::HS256)
+    };
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+/// The `kid` the server puts in its tokens.
+pub fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// Asserts a JSON error answer: status, `error` and (if given) the challenge.
+pub async fn assert_error(
+    response: reqwest::Response,
+    status: u16,
+    error: &str,
+    challenge: Option<&str>,
+) -> Value {
+    assert_eq!(response.status(), status, "status for expected {error}");
+    let header = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    match challenge {
+        Some(prefix) => {
+            let header = header.unwrap_or_else(|| panic!("no WWW-Authenticate for {error}"));
+            assert!(
+                header.starts_with(prefix),
+                "{header:?} should start with {prefix:?}"
+            );
+        }
+        None => assert_eq!(header, None),
+    }
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["error_description"].is_string(), "{body}");
+    body
+}

@@ -1,0 +1,203 @@
+//! Starting, restarting and refusing to start; the user CLI; health; logs.
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::harness::{Options, PASSWORD, TestServer, component_path, run_cli};
+
+/// With no secret configured, one is generated (0600) and kept, so tokens
+/// issued before a restart are still accepted after it.
+#[tokio::test]
+async fn restart_keeps_tokens_valid() {
+    let server = TestServer::start_with(Options {
+        secret: None,
+        ..Options::default()
+    })
+    .await;
+    server.add_user("alice", "tasks:read");
+    let token = server.token("alice", None).await;
+    let secret_file = server.data.path().join("jwt-secret");
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+
+    let server = server.restart().await;
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&token), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), secret);
+    assert!(
+        !server.log().contains(secret.trim()),
+        "the secret was logged"
+    );
+}
+
+/// SIGTERM shuts the server down cleanly.
+#[tokio::test]
+async fn sigterm_exits_cleanly() {
+    let mut server = TestServer::start().await;
+    assert!(server.terminate().success());
+}
+
+/// `/health` names the loaded component and its digest.
+#[tokio::test]
+async fn health_shows_the_component() {
+    let server = TestServer::start().await;
+    let health: Value = server
+        .call("GET", "/health", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let digest = hex::encode(Sha256::digest(std::fs::read(component_path()).unwrap()));
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["auth_component"]["name"], "guest-auth");
+    assert_eq!(health["auth_component"]["version"], "0.1.0");
+    assert_eq!(health["auth_component"]["sha256"], digest);
+}
+
+fn start_failure(options: Options) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let out = run_cli(
+        data.path(),
+        &options,
+        &["serve", "--listen", "127.0.0.1:0"],
+        "",
+    );
+    assert!(!out.status.success(), "serve should have refused to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A missing or invalid component is a clear error at start, naming the file.
+#[tokio::test]
+async fn bad_components_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.wasm");
+    let stderr = start_failure(Options {
+        component: missing.clone(),
+        ..Options::default()
+    });
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(stderr.contains("cannot read"), "{stderr}");
+
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not wasm").unwrap();
+    let stderr = start_failure(Options {
+        component: garbage.clone(),
+        ..Options::default()
+    });
+    assert!(stderr.contains(&garbage.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains("not a valid WebAssembly component"),
+        "{stderr}"
+    );
+
+    // A valid core module is still not a component.
+    let module = dir.path().join("module.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let stderr = start_failure(Options {
+        component: module,
+        ..Options::default()
+    });
+    assert!(
+        stderr.contains("not a valid WebAssembly component"),
+        "{stderr}"
+    );
+}
+
+/// A secret under 32 bytes is refused at start, without being echoed.
+#[tokio::test]
+async fn short_secret_is_refused() {
+    let stderr = start_failure(Options {
+        secret: Some("short-secret".into()),
+        ..Options::default()
+    });
+    assert!(stderr.contains("at least 32"), "{stderr}");
+    assert!(!stderr.contains("short-secret"), "{stderr}");
+}
+
+/// Users are managed by the CLI while the server runs on the same database.
+#[tokio::test]
+async fn user_cli_works_alongside_the_server() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read tasks:write");
+    let duplicate = server.cli(&["user", "add", "alice"], &format!("{PASSWORD}\n"));
+    assert!(!duplicate.status.success());
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
+    let empty = server.cli(&["user", "add", "bob"], "\n");
+    assert!(!empty.status.success());
+    let bad_scope = server.cli(&["user", "add", "bob", "--scopes", "a\"b"], "pw\n");
+    assert!(!bad_scope.status.success());
+
+    let list = server.cli(&["user", "list"], "");
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "alice\ttasks:read tasks:write\n"
+    );
+
+    let token = server.token("alice", None).await;
+    let created = server
+        .call(
+            "POST",
+            "/tasks",
+            Some(&token),
+            Some(serde_json::json!({"title": "t"})),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+
+    let removed = server.cli(&["user", "remove", "alice"], "");
+    assert!(removed.status.success());
+    let again = server.cli(&["user", "remove", "alice"], "");
+    assert!(!again.status.success());
+    let login = server
+        .token_request(&format!(
+            "grant_type=password&username=alice&password={}",
+            crate::harness::urlencode(PASSWORD)
+        ))
+        .await;
+    assert_eq!(login.status(), 400);
+    // The removed user's tasks went with them.
+    let list: Value = server
+        .call("GET", "/tasks", Some(&token), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], 0);
+}
+
+/// Neither passwords nor tokens nor the secret appear in the server's log.
+#[tokio::test]
+async fn secrets_stay_out_of_the_log() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read");
+    let token = server.token("alice", None).await;
+    server
+        .token_request("grant_type=password&username=alice&password=wrong-password-here")
+        .await;
+    server.call("GET", "/tasks", Some(&token), None).await;
+    server
+        .call("GET", "/tasks", Some("forged.token.value"), None)
+        .await;
+    let log = server.log();
+    assert!(log.contains("/tasks"), "requests should be logged: {log}");
+    for secret in [
+        PASSWORD,
+        "wrong-password-here",
+        &token,
+        "forged.token.value",
+        crate::harness::SECRET,
+    ] {
+        assert!(!log.contains(secret), "{secret:?} leaked into the log");
+    }
+}

@@ -1,0 +1,148 @@
+//! `POST /token`: the password grant and each of its error answers.
+
+use serde_json::Value;
+
+use crate::harness::{PASSWORD, TestServer, assert_error, urlencode};
+
+fn grant(user: &str, password: &str) -> String {
+    format!(
+        "grant_type=password&username={user}&password={}",
+        urlencode(password)
+    )
+}
+
+/// A correct password yields a bearer token with all of the user's scopes,
+/// not cacheable, with the contract's lifetime.
+#[tokio::test]
+async fn password_grant_issues_a_bearer_token() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read tasks:write");
+    let response = server.token_request(&grant("alice", PASSWORD)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 1800);
+    assert_eq!(body["scope"], "tasks:read tasks:write");
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(token.split('.').count(), 3);
+    let me: Value = server
+        .call("GET", "/users/me", Some(token), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "alice");
+    assert_eq!(
+        me["scopes"],
+        serde_json::json!(["tasks:read", "tasks:write"])
+    );
+}
+
+/// A `scope` parameter grants exactly the scopes asked for.
+#[tokio::test]
+async fn scope_parameter_narrows_the_grant() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read tasks:write");
+    let response = server
+        .token_request(&format!("{}&scope=tasks%3Aread", grant("alice", PASSWORD)))
+        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["scope"], "tasks:read");
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(token), None)
+            .await
+            .status(),
+        200
+    );
+    let response = server
+        .call(
+            "POST",
+            "/tasks",
+            Some(token),
+            Some(serde_json::json!({"title": "x"})),
+        )
+        .await;
+    assert_error(
+        response,
+        403,
+        "insufficient_scope",
+        Some("Bearer realm=\"taskflow\", error=\"insufficient_scope\""),
+    )
+    .await;
+}
+
+/// An unknown user and a wrong password get byte-identical answers.
+#[tokio::test]
+async fn unknown_user_and_wrong_password_are_indistinguishable() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read");
+    let wrong = server
+        .token_request(&grant("alice", "not the password"))
+        .await;
+    let unknown = server.token_request(&grant("mallory", PASSWORD)).await;
+    assert_eq!(wrong.status(), 400);
+    assert_eq!(unknown.status(), 400);
+    let wrong = wrong.text().await.unwrap();
+    assert_eq!(wrong, unknown.text().await.unwrap());
+    assert!(wrong.contains("\"invalid_grant\""), "{wrong}");
+}
+
+/// Each malformed request gets its RFC 6749 §5.2 code.
+#[tokio::test]
+async fn each_error_code() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read");
+    let ok = grant("alice", PASSWORD);
+    let cases = [
+        ("username=alice&password=x".to_owned(), "invalid_request"),
+        (
+            "grant_type=password&password=x".to_owned(),
+            "invalid_request",
+        ),
+        (
+            "grant_type=password&username=alice".to_owned(),
+            "invalid_request",
+        ),
+        (format!("{ok}&grant_type=password"), "invalid_request"),
+        (format!("{ok}&password=again"), "invalid_request"),
+        (format!("{ok}&scope=a&scope=b"), "invalid_request"),
+        (
+            "grant_type=client_credentials&username=alice&password=x".to_owned(),
+            "unsupported_grant_type",
+        ),
+        (format!("{ok}&scope=tasks%3Awrite"), "invalid_scope"),
+        (format!("{ok}&scope=tasks%3Aread+admin"), "invalid_scope"),
+        (format!("{ok}&scope="), "invalid_scope"),
+    ];
+    for (form, code) in cases {
+        let response = server.token_request(&form).await;
+        let body = assert_error(response, 400, code, None).await;
+        assert!(!body.to_string().contains(PASSWORD), "{form}");
+    }
+    let json = server
+        .client
+        .post(server.url("/token"))
+        .json(&serde_json::json!({"grant_type": "password", "username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(json, 400, "invalid_request", None).await;
+}
+
+/// Bodies over 8 KiB are refused with 413 before any password work.
+#[tokio::test]
+async fn oversized_token_request_is_refused() {
+    let server = TestServer::start().await;
+    let form = format!(
+        "grant_type=password&username=alice&password={}",
+        "x".repeat(9 * 1024)
+    );
+    let response = server.token_request(&form).await;
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert!(!server.log().contains("xxxxxxxx"));
+}

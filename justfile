@@ -16,9 +16,14 @@ wasm-target:
 component: wasm-target
     cargo build --profile component --target wasm32-wasip2 -p guest-auth
 
-# Build the policy component and the taskflow host.
+# Build the default policy, the second example policy, and the taskflow host.
 build: component
+    cargo build --profile component --target wasm32-wasip2 -p guest-admin-delete
     cargo build --release -p taskflow
+
+# Build the components the integration tests load: hostile, lax and foreign ones.
+test-components: wasm-target
+    cargo build --profile component --target wasm32-wasip2 -p hostile-policy -p lax-policy -p other-world
 
 # Serve on 127.0.0.1:8080 with the embedded defaults (SQLite in ./taskflow-data).
 run: build
@@ -35,8 +40,8 @@ run: build
 lint: wasm-target
     cargo fmt --all --check
     cargo clippy --release --workspace --all-targets -- -D warnings
-    cargo clippy --profile component --target wasm32-wasip2 -p guest-auth -- -D warnings
+    cargo clippy --profile component --target wasm32-wasip2 -p policy-kit -p guest-auth -p guest-admin-delete -p hostile-policy -p lax-policy -p other-world -- -D warnings
 
 # Lint, build, then unit tests of both sides and the integration tests.
-test: lint build
+test: lint build test-components
     cargo test --release --workspace

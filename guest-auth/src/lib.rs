@@ -1,36 +1,39 @@
-//! TaskFlow's default authentication policy, built as a WebAssembly component.
+//! TaskFlow's default authentication policy, as a WebAssembly component.
 //!
-//! The host calls the four functions of the `policy` interface in
-//! `wit/auth.wit`; this crate answers them. The layout:
-//!
-//! - [`password`]: argon2id hashing and the constant-cost check of a login.
-//! - [`token`]: issuing and verifying HS256 access tokens (RFC 9068 profile).
-//! - [`scope`]: parsing scope strings and the Bearer header.
-//! - [`policy`]: the grant and access decisions, built from the three above.
-//!
-//! Everything but the last few lines of this file is plain Rust that
-//! `cargo test -p guest-auth` runs natively; the WIT glue only forwards.
+//! The decisions themselves are `policy_kit`'s, tested natively there; this
+//! crate only names the policy and exports it, forwarding each call with the
+//! host's imports.
 
-pub mod password;
-pub mod policy;
-pub mod scope;
-pub mod token;
+// A component only: elsewhere the crate is empty, since its exported names
+// (`taskflow:auth/policy@0.1.0#...`) link only for WebAssembly.
+#![cfg(target_arch = "wasm32")]
 
-/// Types and imports generated from `wit/`, the single source of truth for
-/// what crosses the component boundary.
-pub mod bindings {
-    wit_bindgen::generate!({
-        world: "auth-policy",
-        path: "../wit",
-        pub_export_macro: true,
-        additional_derives: [PartialEq, Eq],
-    });
-}
-
-pub use bindings::taskflow::auth::types::{
-    AccessDenial, AccessRequest, PolicyInfo, PolicySettings, Principal, SigningKey, TokenError,
-    TokenGrant, TokenRequest, UserRecord,
+use policy_kit::{
+    AccessDenial, AccessRequest, PolicyInfo, Principal, TokenError, TokenGrant, TokenRequest,
+    hosted,
 };
 
-#[cfg(target_arch = "wasm32")]
-mod component;
+struct AuthPolicy;
+
+impl policy_kit::bindings::exports::taskflow::auth::policy::Guest for AuthPolicy {
+    fn info() -> PolicyInfo {
+        PolicyInfo {
+            name: env!("CARGO_PKG_NAME").to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    fn hash_password(password: String) -> Result<String, String> {
+        hosted::hash_password(password)
+    }
+
+    fn issue_token(request: TokenRequest) -> Result<TokenGrant, TokenError> {
+        hosted::issue_token(request)
+    }
+
+    fn decide_access(request: AccessRequest) -> Result<Principal, AccessDenial> {
+        hosted::decide_access(request)
+    }
+}
+
+policy_kit::bindings::export!(AuthPolicy with_types_in policy_kit::bindings);

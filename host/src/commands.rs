@@ -1,12 +1,14 @@
 //! `taskflow user ...`: user administration against the same database and
-//! policy settings as `serve`, safe to run while the server runs.
+//! policy settings as `serve`, safe to run while the server runs; and
+//! `taskflow auth ...`: the running server's policy, over the admin socket.
 
 use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use crate::config::{SettingsArgs, UserCommand};
+use crate::admin;
+use crate::config::{AuthCommand, SettingsArgs, UserCommand};
 use crate::policy::{PolicyHandle, UserDirectory, UserRecord};
 use crate::startup::open_database;
 
@@ -38,6 +40,25 @@ pub async fn user(settings: &SettingsArgs, command: UserCommand) -> anyhow::Resu
             }
             println!("removed user {username} and their tasks");
         }
+    }
+    Ok(())
+}
+
+pub async fn auth(settings: &SettingsArgs, command: AuthCommand) -> anyhow::Result<()> {
+    let command = match command {
+        AuthCommand::Reload => "reload",
+        AuthCommand::Status => "status",
+    };
+    let reply = admin::request(&settings.admin_socket(), command).await?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    if !reply.ok {
+        bail!(
+            "{}",
+            reply
+                .error
+                .as_deref()
+                .unwrap_or("the server refused the request")
+        );
     }
     Ok(())
 }

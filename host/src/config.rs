@@ -47,6 +47,17 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage the auth policy of a running server.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Load the component file again; it takes over if it changed and passes its checks.
+    Reload,
+    /// Show the active component, swap counts and health.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +149,25 @@ pub struct SettingsArgs {
         global = true
     )]
     pub component_memory_mib: usize,
+    /// Most component instances running calls at once; past it, requests get 503.
+    #[arg(
+        long,
+        env = "TASKFLOW_COMPONENT_MAX_INSTANCES",
+        default_value_t = 256,
+        global = true
+    )]
+    pub component_max_instances: usize,
+    /// How often the component file is checked for changes, in milliseconds (0: never).
+    #[arg(
+        long,
+        env = "TASKFLOW_COMPONENT_WATCH_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub component_watch_ms: u64,
+    /// Unix socket of the admin channel [default: DATA_DIR/admin.sock].
+    #[arg(long, env = "TASKFLOW_ADMIN_SOCKET", global = true)]
+    pub admin_socket: Option<PathBuf>,
     /// Log format.
     #[arg(
         long,
@@ -173,11 +203,26 @@ impl SettingsArgs {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("taskflow.db").display()))
     }
 
+    /// Where the admin channel listens.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.sock"))
+    }
+
+    /// How often to look for a new component file; `None`: never.
+    pub fn component_watch(&self) -> Option<Duration> {
+        (self.component_watch_ms > 0).then(|| Duration::from_millis(self.component_watch_ms))
+    }
+
     /// Component path and sandbox limits.
     pub fn policy_config(&self) -> Result<PolicyConfig, ConfigError> {
-        if self.component_deadline_ms == 0 || self.component_memory_mib == 0 {
+        if self.component_deadline_ms == 0
+            || self.component_memory_mib == 0
+            || self.component_max_instances == 0
+        {
             return Err(ConfigError::Invalid(
-                "component deadline and memory limit must be positive".into(),
+                "component deadline, memory limit and instance limit must be positive".into(),
             ));
         }
         Ok(PolicyConfig {
@@ -193,6 +238,7 @@ impl SettingsArgs {
             limits: SandboxLimits {
                 call_deadline: Duration::from_millis(self.component_deadline_ms),
                 memory_bytes: self.component_memory_mib << 20,
+                max_instances: self.component_max_instances,
                 ..SandboxLimits::default()
             },
         })

@@ -6,10 +6,13 @@
 //! - [`app`]: state, router and middleware; [`routes`]: the handlers.
 //! - [`auth`]: the Bearer check each protected route declares.
 //! - [`policy`]: the component, behind one door (wasmtime lives there only).
+//! - [`reload`], [`admin`]: what swaps the policy while serving (file watch,
+//!   SIGHUP, the admin socket behind `taskflow auth ...`).
 //! - [`storage`]: users and tasks in SQLite; [`task`]: the task model.
 //! - [`error`]: every error answer, mapped in one place.
-//! - [`commands`]: `taskflow user ...`.
+//! - [`commands`]: `taskflow user ...` and `taskflow auth ...`.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod commands;
@@ -17,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod policy;
+pub mod reload;
 pub mod routes;
 pub mod startup;
 pub mod storage;

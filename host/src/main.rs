@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { listen } => startup::serve(&cli.settings, listen).await,
             Command::User(command) => commands::user(&cli.settings, command).await,
+            Command::Auth(command) => commands::auth(&cli.settings, command).await,
         }
     });
     match result {

@@ -11,6 +11,7 @@ use crate::config::SettingsArgs;
 use crate::files;
 use crate::policy::{PolicyHandle, UserDirectory, UserRecord};
 use crate::storage::Database;
+use crate::{admin, reload};
 
 /// Opens the database in the data directory (created 0700 if missing).
 pub async fn open_database(settings: &SettingsArgs) -> anyhow::Result<Database> {
@@ -48,37 +49,55 @@ pub async fn serve(settings: &SettingsArgs, listen: SocketAddr) -> anyhow::Resul
         sha256 = %info.sha256,
         "auth policy loaded"
     );
+    admin::serve(policy.clone(), settings.admin_socket())?;
+    if let Some(interval) = settings.component_watch() {
+        reload::watch_component(policy.clone(), info.path.clone(), interval);
+    }
+    #[cfg(unix)]
+    reload::reload_on_sighup(policy.clone()).context("cannot handle SIGHUP")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");
     let app = app::router(AppState { db, policy });
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("server failed")?;
     tracing::info!("shut down");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => return interrupt.await.unwrap_or(()),
-            };
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed
+/// here, before the server announces itself, so a signal sent right after
+/// the announcement is never lost to the default action.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {},
+            _ = interrupt.recv() => {},
             _ = terminate.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    interrupt.await.unwrap_or(());
+        begin_shutdown();
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        begin_shutdown();
+    })
+}
+
+/// In-flight requests get [`app::SHUTDOWN_GRACE`] to finish.
+fn begin_shutdown() {
     tracing::info!("shutdown signal received; finishing in-flight requests");
     tokio::spawn(async {
         tokio::time::sleep(app::SHUTDOWN_GRACE).await;

@@ -16,16 +16,26 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The component `just build` makes, unless `TASKFLOW_TEST_COMPONENT` names another.
 pub fn component_path() -> PathBuf {
-    let path = std::env::var_os("TASKFLOW_TEST_COMPONENT").map_or_else(
-        || workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
-        PathBuf::from,
-    );
+    std::env::var_os("TASKFLOW_TEST_COMPONENT")
+        .map_or_else(|| built_component("guest_auth"), PathBuf::from)
+}
+
+/// A component built by `just build` (policies) or `just test-components`.
+pub fn built_component(name: &str) -> PathBuf {
+    let path = workspace().join(format!("target/wasm32-wasip2/component/{name}.wasm"));
     assert!(
         path.exists(),
-        "policy component {} is missing: run `just build` first",
+        "component {} is missing: run `just build test-components` first",
         path.display()
     );
     path
+}
+
+/// Replaces `path` with `bytes` atomically, as a deployment would.
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let temp = path.with_extension("partial");
+    std::fs::write(&temp, bytes).unwrap();
+    std::fs::rename(&temp, path).unwrap();
 }
 
 fn workspace() -> PathBuf {
@@ -109,6 +119,27 @@ impl TestServer {
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `GET /health` as JSON.
+    pub async fn health(&self) -> Value {
+        self.call("GET", "/health", None, None)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -6,5 +6,7 @@ mod harness;
 mod interop;
 mod lifecycle;
 mod protected;
+mod sandbox;
+mod swap;
 mod tasks;
 mod token;

@@ -9,8 +9,12 @@
 mod runtime;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 
 pub use runtime::{ComponentInfo, LoadError};
 
@@ -67,6 +71,8 @@ pub struct SandboxLimits {
     pub idle_instances: usize,
     /// Most password hashes computed at once; further logins wait.
     pub concurrent_hashes: usize,
+    /// Most instances running a call at once; past it, calls fail with 503.
+    pub max_instances: usize,
 }
 
 impl Default for SandboxLimits {
@@ -78,6 +84,7 @@ impl Default for SandboxLimits {
             memory_bytes: 64 << 20,
             idle_instances: cores * 4,
             concurrent_hashes: cores,
+            max_instances: 256,
         }
     }
 }
@@ -131,6 +138,9 @@ pub enum PolicyFailure {
     /// The component trapped, ran past its deadline or its memory.
     #[error("auth component failed: {0}")]
     Fault(String),
+    /// Every instance slot is taken.
+    #[error("all {0} auth component instances are busy")]
+    Busy(usize),
 }
 
 /// One request to a protected route.
@@ -141,33 +151,135 @@ pub struct AccessRequest<'a> {
     pub required_scopes: &'a [&'a str],
 }
 
-/// The loaded policy; cheap to clone, shared by all requests.
+/// Counters and state of policy swaps, as `/health` and `taskflow auth status` show them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PolicyStatus {
+    pub active: ComponentInfo,
+    /// Candidates that took over since start.
+    pub swaps: u64,
+    /// Candidates refused since start.
+    pub refused: u64,
+    /// Why the last candidate was refused, if one was.
+    pub last_refusal: Option<String>,
+    /// The active component failed on each of its last few calls.
+    pub degraded: bool,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// The file holds the component already serving.
+    Unchanged,
+    /// The file's component passed its checks and now serves.
+    Swapped,
+}
+
+/// The active policy, swappable while serving; cheap to clone, shared by all
+/// requests. Each call takes the component active when it starts and keeps
+/// it to its end, so a swap never fails a request in flight.
 #[derive(Clone)]
 pub struct PolicyHandle {
-    runtime: Arc<runtime::PolicyRuntime>,
-    hashing: Arc<tokio::sync::Semaphore>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    active: ArcSwap<runtime::PolicyRuntime>,
+    sandbox: Arc<runtime::Sandbox>,
+    component: PathBuf,
+    settings: PolicySettings,
+    users: Arc<dyn UserDirectory>,
+    hashing: tokio::sync::Semaphore,
+    /// One candidate is checked at a time.
+    reloading: tokio::sync::Mutex<()>,
+    swaps: AtomicU64,
+    refused: AtomicU64,
+    last_refusal: Mutex<Option<String>>,
 }
 
 impl PolicyHandle {
-    /// Compiles (or loads from cache) and checks the component.
+    /// Compiles (or loads from cache) and checks the component named by `config`.
     pub fn load(
         config: &PolicyConfig,
         settings: PolicySettings,
         users: Arc<dyn UserDirectory>,
     ) -> Result<Self, LoadError> {
-        let hashing = Arc::new(tokio::sync::Semaphore::new(
-            config.limits.concurrent_hashes.max(1),
-        ));
-        let runtime = runtime::PolicyRuntime::load(config, settings, users)?;
+        let sandbox = Arc::new(runtime::Sandbox::new(
+            config.limits.clone(),
+            config.cache_dir.clone(),
+        )?);
+        let bytes = read_component(&config.component)?;
+        let first = runtime::PolicyRuntime::load(
+            &sandbox,
+            &config.component,
+            &bytes,
+            &settings,
+            Arc::clone(&users),
+        )?;
         Ok(Self {
-            runtime: Arc::new(runtime),
-            hashing,
+            inner: Arc::new(Inner {
+                active: ArcSwap::from_pointee(first),
+                sandbox,
+                component: config.component.clone(),
+                settings,
+                users,
+                hashing: tokio::sync::Semaphore::new(config.limits.concurrent_hashes.max(1)),
+                reloading: tokio::sync::Mutex::new(()),
+                swaps: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                last_refusal: Mutex::new(None),
+            }),
         })
     }
 
-    /// Name, version and digest of the loaded component.
-    pub fn info(&self) -> &ComponentInfo {
-        self.runtime.info()
+    /// Name, version and digest of the active component.
+    pub fn info(&self) -> ComponentInfo {
+        self.inner.active.load().info().clone()
+    }
+
+    /// The active component and the swap counters.
+    pub fn status(&self) -> PolicyStatus {
+        let active = self.inner.active.load();
+        PolicyStatus {
+            active: active.info().clone(),
+            swaps: self.inner.swaps.load(Ordering::Relaxed),
+            refused: self.inner.refused.load(Ordering::Relaxed),
+            last_refusal: self
+                .inner
+                .last_refusal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            degraded: active.degraded(),
+        }
+    }
+
+    /// Loads the component file again and, if it changed and passes every
+    /// check, makes it the active policy. A refused candidate leaves the
+    /// active one serving.
+    pub async fn reload(&self) -> Result<ReloadOutcome, LoadError> {
+        let _one_at_a_time = self.inner.reloading.lock().await;
+        let inner = Arc::clone(&self.inner);
+        let outcome = tokio::task::spawn_blocking(move || inner.load_candidate())
+            .await
+            .map_err(|e| LoadError::Engine(format!("reload task failed: {e}")))?;
+        match &outcome {
+            Ok(ReloadOutcome::Swapped) => {
+                self.inner.swaps.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(ReloadOutcome::Unchanged) => {
+                tracing::debug!("auth component unchanged; nothing to swap");
+            }
+            Err(e) => {
+                self.inner.refused.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .inner
+                    .last_refusal
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                tracing::warn!(reason = %e, "auth component candidate refused; the active policy keeps serving");
+            }
+        }
+        outcome
     }
 
     /// The Bearer check of one request. Microseconds: runs on the caller's thread.
@@ -175,7 +287,7 @@ impl PolicyHandle {
         &self,
         request: &AccessRequest<'_>,
     ) -> Result<Result<Principal, Denial>, PolicyFailure> {
-        self.runtime.decide_access(request)
+        self.inner.active.load().decide_access(request)
     }
 
     /// The password grant. Argon2 takes tens of milliseconds, so it runs on
@@ -187,21 +299,54 @@ impl PolicyHandle {
         scopes: Option<Vec<String>>,
     ) -> Result<Result<Grant, GrantRefusal>, PolicyFailure> {
         let _permit = self
+            .inner
             .hashing
             .acquire()
             .await
             .map_err(|_| PolicyFailure::Unavailable("shutting down".into()))?;
-        let runtime = Arc::clone(&self.runtime);
+        let runtime = self.inner.active.load_full();
         tokio::task::spawn_blocking(move || runtime.issue_token(username, password, scopes))
             .await
             .map_err(|e| PolicyFailure::Fault(format!("token task failed: {e}")))?
     }
 
-    /// Hashes a new password with the policy's own scheme.
+    /// Hashes a new password with the active policy's own scheme.
     pub async fn hash_password(&self, password: String) -> Result<String, PolicyFailure> {
-        let runtime = Arc::clone(&self.runtime);
+        let runtime = self.inner.active.load_full();
         tokio::task::spawn_blocking(move || runtime.hash_password(password))
             .await
             .map_err(|e| PolicyFailure::Fault(format!("hash task failed: {e}")))?
     }
+}
+
+impl Inner {
+    fn load_candidate(&self) -> Result<ReloadOutcome, LoadError> {
+        let bytes = read_component(&self.component)?;
+        let current = self.active.load_full();
+        if hex::encode(Sha256::digest(&bytes)) == current.info().sha256 {
+            return Ok(ReloadOutcome::Unchanged);
+        }
+        let candidate = runtime::PolicyRuntime::load(
+            &self.sandbox,
+            &self.component,
+            &bytes,
+            &self.settings,
+            Arc::clone(&self.users),
+        )?;
+        let (to, from) = (candidate.info().clone(), current.info());
+        self.active.store(Arc::new(candidate));
+        tracing::info!(
+            from = %from.name, from_version = %from.version, from_sha256 = %from.sha256,
+            to = %to.name, to_version = %to.version, to_sha256 = %to.sha256,
+            "auth policy swapped"
+        );
+        Ok(ReloadOutcome::Swapped)
+    }
+}
+
+fn read_component(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -4,6 +4,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{
-    AccessRequest, Denial, Grant, GrantRefusal, PolicyConfig, PolicyFailure, PolicySettings,
-    Principal, UserDirectory,
+    AccessRequest, Denial, Grant, GrantRefusal, PolicyFailure, PolicySettings, Principal,
+    SandboxLimits, UserDirectory,
 };
 
 wasmtime::component::bindgen!({
@@ -31,7 +32,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
 
 /// What is known about the loaded component.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ComponentInfo {
     pub name: String,
     pub version: String,
@@ -107,79 +108,189 @@ struct ReadyInstance {
     calls: u32,
 }
 
-pub(super) struct PolicyRuntime {
+/// What every loaded policy shares: one engine (and its epoch ticker), one
+/// linker, the sandbox limits, and the cap on instances running at once.
+pub(super) struct Sandbox {
     engine: Engine,
-    pre: AuthPolicyPre<StoreState>,
-    env: Arc<HostEnv>,
-    idle: Mutex<Vec<ReadyInstance>>,
-    max_idle: usize,
-    memory_bytes: usize,
+    linker: Linker<StoreState>,
+    limits: SandboxLimits,
     deadline_ticks: u64,
-    info: ComponentInfo,
+    running: Arc<tokio::sync::Semaphore>,
+    cache_dir: Option<PathBuf>,
 }
 
-impl PolicyRuntime {
-    pub(super) fn load(
-        config: &PolicyConfig,
-        settings: PolicySettings,
-        users: Arc<dyn UserDirectory>,
+impl Sandbox {
+    pub(super) fn new(
+        limits: SandboxLimits,
+        cache_dir: Option<PathBuf>,
     ) -> Result<Self, LoadError> {
-        let path = &config.component;
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
         let engine = new_engine()?;
-        let component = compile(&engine, path, &bytes, &sha256, config.cache_dir.as_deref())?;
-
         let mut linker = Linker::<StoreState>::new(&engine);
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-            path: path.clone(),
-            reason: format!("{e:#}"),
-        };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         AuthPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
-        let pre = AuthPolicyPre::new(pre).map_err(wrong_world)?;
-
-        let env = Arc::new(HostEnv {
-            settings: to_wit_settings(&settings),
-            users,
-        });
-        let mut runtime = Self {
+        start_epoch_ticker(&engine);
+        Ok(Self {
             engine,
+            linker,
+            deadline_ticks: limits.call_deadline.div_duration_f64(EPOCH_TICK).ceil() as u64 + 1,
+            running: Arc::new(tokio::sync::Semaphore::new(limits.max_instances.max(1))),
+            limits,
+            cache_dir,
+        })
+    }
+}
+
+/// One loaded, checked policy component and its ready instances.
+pub(super) struct PolicyRuntime {
+    sandbox: Arc<Sandbox>,
+    pre: AuthPolicyPre<StoreState>,
+    env: Arc<HostEnv>,
+    idle: Mutex<Vec<ReadyInstance>>,
+    /// Calls that failed in a row; reset by any success.
+    consecutive_faults: AtomicU32,
+    info: ComponentInfo,
+}
+
+/// Calls failing in a row before the policy counts as degraded.
+const DEGRADED_AFTER_FAULTS: u32 = 3;
+
+impl PolicyRuntime {
+    /// Compiles `bytes` (the file at `path`), links it against the world,
+    /// and runs the self-check. Slow (compilation): keep off the request path.
+    pub(super) fn load(
+        sandbox: &Arc<Sandbox>,
+        path: &Path,
+        bytes: &[u8],
+        settings: &PolicySettings,
+        users: Arc<dyn UserDirectory>,
+    ) -> Result<Self, LoadError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = compile(
+            &sandbox.engine,
+            path,
+            bytes,
+            &sha256,
+            sandbox.cache_dir.as_deref(),
+        )?;
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let pre = sandbox
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = AuthPolicyPre::new(pre).map_err(wrong_world)?;
+        let mut runtime = Self {
+            sandbox: Arc::clone(sandbox),
             pre,
-            env,
+            env: Arc::new(HostEnv {
+                settings: to_wit_settings(settings),
+                users,
+            }),
             idle: Mutex::new(Vec::new()),
-            max_idle: config.limits.idle_instances,
-            memory_bytes: config.limits.memory_bytes,
-            deadline_ticks: config
-                .limits
-                .call_deadline
-                .div_duration_f64(EPOCH_TICK)
-                .ceil() as u64
-                + 1,
+            consecutive_faults: AtomicU32::new(0),
             info: ComponentInfo {
                 name: String::new(),
                 version: String::new(),
                 sha256,
-                path: path.clone(),
+                path: path.to_owned(),
                 loaded_at: now_rfc3339(),
             },
         };
-        start_epoch_ticker(&runtime.engine);
+        let check_failed = |reason: String| LoadError::Check {
+            path: path.to_owned(),
+            reason,
+        };
         let info = runtime
             .call(|policy, store| policy.taskflow_auth_policy().call_info(store))
-            .map_err(|e| LoadError::Check {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| check_failed(e.to_string()))?;
         runtime.info.name = info.name;
         runtime.info.version = info.version;
+        runtime.self_check().map_err(check_failed)?;
         Ok(runtime)
+    }
+
+    /// Proves the policy does its job before it may serve: a probe user it
+    /// has never seen gets a token, the token is accepted, and a tampered
+    /// copy, a missing header and a wrong password are refused. The probe
+    /// exists only in a throwaway instance's imports, never in the directory
+    /// that real requests reach.
+    fn self_check(&self) -> Result<(), String> {
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| e.to_string())?;
+        let password = hex::encode(random);
+        let username = format!("self-check-{}", &password[..8]);
+        let hash = self
+            .hash_password(password.clone())
+            .map_err(|e| format!("hash-password: {e}"))?;
+        let probe_env = Arc::new(HostEnv {
+            settings: self.env.settings.clone(),
+            users: Arc::new(ProbeDirectory(super::UserRecord {
+                username: username.clone(),
+                password_hash: hash,
+                scopes: vec![SELF_CHECK_SCOPE.to_owned()],
+            })),
+        });
+        let mut probe = self
+            .instantiate(probe_env)
+            .map_err(|e| format!("instantiate: {e}"))?;
+        let deadline = self.sandbox.deadline_ticks;
+        let mut issue = |password: &str| {
+            let request = wit::TokenRequest {
+                username: username.clone(),
+                password: password.to_owned(),
+                scopes: None,
+            };
+            probe.store.set_epoch_deadline(deadline);
+            probe
+                .policy
+                .taskflow_auth_policy()
+                .call_issue_token(&mut probe.store, &request)
+                .map_err(|e| describe_fault(e).to_string())
+        };
+        let token = match issue(&password)? {
+            Ok(grant) => grant.access_token,
+            Err(e) => return Err(format!("the probe user's grant was refused: {e:?}")),
+        };
+        if !matches!(issue("wrong")?, Err(wit::TokenError::InvalidGrant)) {
+            return Err("a wrong password was not refused with invalid-grant".into());
+        }
+        let mut decide = |authorization: Option<String>| {
+            let request = wit::AccessRequest {
+                authorization,
+                method: "GET".into(),
+                route: "/users/me".into(),
+                required_scopes: vec![SELF_CHECK_SCOPE.to_owned()],
+            };
+            probe.store.set_epoch_deadline(deadline);
+            probe
+                .policy
+                .taskflow_auth_policy()
+                .call_decide_access(&mut probe.store, &request)
+                .map_err(|e| describe_fault(e).to_string())
+        };
+        match decide(Some(format!("Bearer {token}")))? {
+            Ok(principal) if principal.subject == username => {}
+            other => return Err(format!("the probe's own token was not accepted: {other:?}")),
+        }
+        if !matches!(
+            decide(Some(format!("Bearer {}", tamper(&token))))?,
+            Err(wit::AccessDenial::InvalidToken(_))
+        ) {
+            return Err("a tampered token was not refused as invalid".into());
+        }
+        if !matches!(decide(None)?, Err(wit::AccessDenial::NoCredentials)) {
+            return Err("a request without credentials was not refused".into());
+        }
+        Ok(())
+    }
+
+    /// Whether the last few calls all failed.
+    pub(super) fn degraded(&self) -> bool {
+        self.consecutive_faults.load(Ordering::Relaxed) >= DEGRADED_AFTER_FAULTS
     }
 
     pub(super) fn info(&self) -> &ComponentInfo {
@@ -263,24 +374,58 @@ impl PolicyRuntime {
         &self,
         f: impl FnOnce(&AuthPolicy, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyFailure> {
+        // Fail fast rather than queue: a full sandbox means the component is
+        // slower than the traffic, and waiting would only pile requests up.
+        let _running = self
+            .sandbox
+            .running
+            .try_acquire()
+            .map_err(|_| PolicyFailure::Busy(self.sandbox.limits.max_instances))?;
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut instance = match idle {
             Some(instance) => instance,
-            None => self.instantiate()?,
+            None => self.instantiate(Arc::clone(&self.env))?,
         };
-        instance.store.set_epoch_deadline(self.deadline_ticks);
-        let result = f(&instance.policy, &mut instance.store).map_err(describe_fault)?;
+        instance
+            .store
+            .set_epoch_deadline(self.sandbox.deadline_ticks);
+        // A host function can panic under a guest's call (the WASI streams
+        // block on the async runtime, which panics on a runtime thread); the
+        // guest must not turn that into a dropped connection.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(&instance.policy, &mut instance.store)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(wasmtime::Error::msg(format!(
+                "a host function panicked: {what}"
+            )))
+        });
+        let result = match outcome {
+            Ok(result) => result,
+            Err(error) => {
+                self.consecutive_faults.fetch_add(1, Ordering::Relaxed);
+                let failure = describe_fault(error);
+                tracing::warn!(component = %self.info.name, sha256 = %self.info.sha256, error = %failure, "auth component call failed; instance discarded");
+                return Err(failure);
+            }
+        };
+        self.consecutive_faults.store(0, Ordering::Relaxed);
         instance.calls += 1;
         if instance.calls < MAX_CALLS_PER_INSTANCE {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < self.max_idle {
+            if idle.len() < self.sandbox.limits.idle_instances {
                 idle.push(instance);
             }
         }
         Ok(result)
     }
 
-    fn instantiate(&self) -> Result<ReadyInstance, PolicyFailure> {
+    fn instantiate(&self, env: Arc<HostEnv>) -> Result<ReadyInstance, PolicyFailure> {
         // No preopens, environment, arguments, stdio or network: the guest
         // reaches nothing but the `host` import, clocks and randomness.
         let wasi = WasiCtx::builder()
@@ -289,22 +434,22 @@ impl PolicyRuntime {
             .allow_ip_name_lookup(false)
             .build();
         let limits = StoreLimitsBuilder::new()
-            .memory_size(self.memory_bytes)
+            .memory_size(self.sandbox.limits.memory_bytes)
             .instances(32)
             .trap_on_grow_failure(true)
             .build();
         let mut store = Store::new(
-            &self.engine,
+            &self.sandbox.engine,
             StoreState {
                 wasi,
                 table: ResourceTable::new(),
                 limits,
-                env: Arc::clone(&self.env),
+                env,
             },
         );
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(self.sandbox.deadline_ticks);
         let policy = self.pre.instantiate(&mut store).map_err(describe_fault)?;
         Ok(ReadyInstance {
             store,
@@ -312,6 +457,27 @@ impl PolicyRuntime {
             calls: 0,
         })
     }
+}
+
+/// The scope the self-check's probe user holds; no real route uses it.
+const SELF_CHECK_SCOPE: &str = "taskflow:self-check";
+
+/// The only user the self-check's throwaway instance can find.
+struct ProbeDirectory(super::UserRecord);
+
+impl UserDirectory for ProbeDirectory {
+    fn find_user(&self, username: &str) -> Result<Option<super::UserRecord>, String> {
+        Ok((username == self.0.username).then(|| self.0.clone()))
+    }
+}
+
+/// `token` with one character of its signature changed.
+fn tamper(token: &str) -> String {
+    let mut bytes = token.as_bytes().to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last = if *last == b'A' { b'B' } else { b'A' };
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn describe_fault(error: wasmtime::Error) -> PolicyFailure {

@@ -5,17 +5,9 @@
 
 use crate::token::{self, AccessClaims, Expectations, KeyError, TokenRejection};
 use crate::{
-    AccessDenial, AccessRequest, PolicyInfo, PolicySettings, Principal, TokenError, TokenGrant,
-    TokenRequest, UserRecord, password, scope,
+    AccessDenial, AccessRequest, PolicySettings, Principal, TokenError, TokenGrant, TokenRequest,
+    UserRecord, password, scope,
 };
-
-/// The policy's name and version, from this crate's manifest.
-pub fn info() -> PolicyInfo {
-    PolicyInfo {
-        name: env!("CARGO_PKG_NAME").to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-    }
-}
 
 fn expectations(settings: &PolicySettings) -> Expectations<'_> {
     Expectations {

@@ -1,0 +1,113 @@
+//! A misbehaving component fails only the request that triggered it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Options, PASSWORD, TestServer, built_component, urlencode};
+
+async fn hostile_server() -> TestServer {
+    let server = TestServer::start_with(Options {
+        component: built_component("hostile_policy"),
+        extra_env: vec![
+            ("TASKFLOW_COMPONENT_DEADLINE_MS".into(), "300".into()),
+            ("TASKFLOW_COMPONENT_MEMORY_MIB".into(), "48".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    server.add_user("alice", "tasks:read");
+    server
+}
+
+/// Loops, memory bombs and panics in `/token` and in the Bearer check each
+/// get a 503 (never a hang: the client gives up after 20 s), and the very
+/// next request is served normally.
+#[tokio::test]
+async fn each_misbehaviour_fails_only_its_request() {
+    let server = hostile_server().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    for trigger in ["loop", "bomb", "panic"] {
+        let response = client
+            .post(server.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("grant_type=password&username={trigger}&password=x"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{trigger} in /token: {e}"));
+        assert_eq!(response.status(), 503, "{trigger} in /token");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+
+        let response = client
+            .get(server.url("/tasks"))
+            .bearer_auth(trigger)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{trigger} in the Bearer check: {e}"));
+        assert_eq!(response.status(), 503, "{trigger} in the Bearer check");
+
+        let token = server.token("alice", None).await;
+        assert_eq!(
+            server
+                .call("GET", "/tasks", Some(&token), None)
+                .await
+                .status(),
+            200,
+            "after {trigger}"
+        );
+    }
+    let log = server.log();
+    assert!(log.contains("deadline exceeded"), "{log}");
+    assert!(log.contains("auth component call failed"));
+}
+
+/// While one request spins in the component, others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_request_does_not_block_others() {
+    let server = std::sync::Arc::new(hostile_server().await);
+    let token = server.token("alice", None).await;
+    let spinning = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let form = "grant_type=password&username=loop&password=x";
+            server.token_request(form).await.status()
+        })
+    };
+    for _ in 0..20 {
+        assert_eq!(
+            server
+                .call("GET", "/tasks", Some(&token), None)
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(spinning.await.unwrap(), 503);
+}
+
+/// A component failing call after call shows as degraded, and recovers.
+#[tokio::test]
+async fn repeated_faults_show_as_degraded() {
+    let server = hostile_server().await;
+    assert_eq!(server.health().await["status"], "ok");
+    for _ in 0..3 {
+        assert_eq!(
+            server
+                .call("GET", "/tasks", Some("panic"), None)
+                .await
+                .status(),
+            503
+        );
+    }
+    assert_eq!(server.health().await["status"], "degraded");
+    let login = format!(
+        "grant_type=password&username=alice&password={}",
+        urlencode(PASSWORD)
+    );
+    assert_eq!(server.token_request(&login).await.status(), 200);
+    assert_eq!(server.health().await["status"], "ok");
+}

@@ -1,0 +1,278 @@
+//! Swapping the policy component while serving.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Options, TestServer, assert_error, built_component, replace_file};
+
+/// A server whose policy file lives in its own directory, so tests can replace it.
+async fn swappable(watch_ms: u64) -> (TestServer, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.wasm");
+    std::fs::copy(built_component("guest_auth"), &policy).unwrap();
+    let server = TestServer::start_with(Options {
+        component: policy.clone(),
+        extra_env: vec![("TASKFLOW_COMPONENT_WATCH_MS".into(), watch_ms.to_string())],
+        ..Options::default()
+    })
+    .await;
+    (server, policy, dir)
+}
+
+fn policy_a() -> Vec<u8> {
+    std::fs::read(built_component("guest_auth")).unwrap()
+}
+
+fn policy_b() -> Vec<u8> {
+    std::fs::read(built_component("guest_admin_delete")).unwrap()
+}
+
+/// Waits (bounded) until `/health` names `component`.
+async fn wait_for_component(server: &TestServer, component: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = server.health().await;
+        if health["auth_component"]["name"] == component {
+            return health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{component} never took over: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Several swaps between two policies while clients send requests at full
+/// speed: not one request fails, tokens from before stay valid, and the
+/// behaviour ends up the new policy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swaps_under_load_fail_no_request() {
+    let (server, policy, _dir) = swappable(0).await;
+    server.add_user("alice", "tasks:read tasks:write");
+    let token = server.token("alice", None).await;
+    let server = Arc::new(server);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (server, token, stop, sent) =
+            (server.clone(), token.clone(), stop.clone(), sent.clone());
+        workers.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            // Bounded both by the stop flag and by a count.
+            while !stop.load(Ordering::Relaxed) && sent.fetch_add(1, Ordering::Relaxed) < 20_000 {
+                let response = server.call("GET", "/tasks", Some(&token), None).await;
+                if response.status() != 200 {
+                    failures.push(response.status().as_u16());
+                }
+            }
+            failures
+        }));
+    }
+
+    let versions = [policy_b(), policy_a(), policy_b(), policy_a(), policy_b()];
+    for (i, bytes) in versions.iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        replace_file(&policy, bytes);
+        let server = server.clone();
+        let out = tokio::task::spawn_blocking(move || server.cli(&["auth", "reload"], ""))
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "swap {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(reply["outcome"], "swapped", "swap {i}: {reply}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for worker in workers {
+        failures.extend(worker.await.unwrap());
+    }
+    let total = sent.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed: {failures:?}",
+        failures.len()
+    );
+    assert!(total > 200, "the client loop barely ran ({total} requests)");
+
+    let health = server.health().await;
+    assert_eq!(health["auth_component"]["name"], "guest-admin-delete");
+    assert_eq!(health["auth_component"]["swaps"], 5);
+    // Policy B's rule: deleting needs tasks:admin as well.
+    let task: Value = server
+        .call(
+            "POST",
+            "/tasks",
+            Some(&token),
+            Some(json!({"title": "keep me"})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let delete = server
+        .call(
+            "DELETE",
+            &format!("/tasks/{}", task["id"]),
+            Some(&token),
+            None,
+        )
+        .await;
+    let body = assert_error(
+        delete,
+        403,
+        "insufficient_scope",
+        Some("Bearer realm=\"taskflow\", error=\"insufficient_scope\""),
+    )
+    .await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("tasks:admin"),
+        "{body}"
+    );
+}
+
+/// Replacing the file is enough: the watcher loads it, and back again.
+#[tokio::test]
+async fn a_changed_file_is_picked_up() {
+    let (server, policy, _dir) = swappable(100).await;
+    server.add_user("alice", "tasks:read tasks:write");
+    let token = server.token("alice", None).await;
+    let task: Value = server
+        .call("POST", "/tasks", Some(&token), Some(json!({"title": "t"})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/tasks/{}", task["id"]);
+
+    replace_file(&policy, &policy_b());
+    wait_for_component(&server, "guest-admin-delete").await;
+    assert_eq!(
+        server
+            .call("DELETE", &path, Some(&token), None)
+            .await
+            .status(),
+        403
+    );
+
+    replace_file(&policy, &policy_a());
+    let health = wait_for_component(&server, "guest-auth").await;
+    assert_eq!(health["auth_component"]["swaps"], 2);
+    assert_eq!(
+        server
+            .call("DELETE", &path, Some(&token), None)
+            .await
+            .status(),
+        204
+    );
+}
+
+/// SIGHUP reloads the file.
+#[tokio::test]
+async fn sighup_reloads() {
+    let (server, policy, _dir) = swappable(0).await;
+    replace_file(&policy, &policy_b());
+    // Without the watcher, nothing happens until asked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.health().await["auth_component"]["name"],
+        "guest-auth"
+    );
+    server.signal("-HUP");
+    wait_for_component(&server, "guest-admin-delete").await;
+}
+
+/// Broken candidates are refused with a reason, and the old policy keeps serving.
+#[tokio::test]
+async fn broken_candidates_are_refused() {
+    let (server, policy, _dir) = swappable(0).await;
+    server.add_user("alice", "tasks:read");
+    let token = server.token("alice", None).await;
+    let candidates: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "not wasm",
+            b"definitely not wasm".to_vec(),
+            "not a valid WebAssembly component",
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "not a valid WebAssembly component",
+        ),
+        (
+            "other world",
+            std::fs::read(built_component("other_world")).unwrap(),
+            "does not implement",
+        ),
+        (
+            "accepts any token",
+            std::fs::read(built_component("lax_policy")).unwrap(),
+            "failed its start-up check",
+        ),
+    ];
+    for (i, (what, bytes, reason)) in candidates.iter().enumerate() {
+        replace_file(&policy, bytes);
+        let out = server.cli(&["auth", "reload"], "");
+        assert!(!out.status.success(), "{what} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{what}: {stderr}");
+        let health = server.health().await;
+        assert_eq!(health["auth_component"]["name"], "guest-auth", "{what}");
+        assert_eq!(health["auth_component"]["refused_candidates"], i + 1);
+        assert_eq!(
+            server
+                .call("GET", "/tasks", Some(&token), None)
+                .await
+                .status(),
+            200
+        );
+        let forged = server
+            .call("GET", "/tasks", Some("not.a.token"), None)
+            .await;
+        assert_eq!(forged.status(), 401, "{what}");
+    }
+    let status = server.cli(&["auth", "status"], "");
+    assert!(status.status.success());
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["status"]["refused"], 4);
+    assert_eq!(status["status"]["swaps"], 0);
+    assert!(
+        status["status"]["last_refusal"]
+            .as_str()
+            .unwrap()
+            .contains("start-up check")
+    );
+    assert!(server.log().contains("candidate refused"));
+}
+
+/// A policy that fails its self-check cannot even start the server.
+#[tokio::test]
+async fn a_lax_policy_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let options = Options {
+        component: built_component("lax_policy"),
+        ..Options::default()
+    };
+    let out = crate::harness::run_cli(
+        data.path(),
+        &options,
+        &["serve", "--listen", "127.0.0.1:0"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed its start-up check"));
+}

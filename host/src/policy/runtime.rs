@@ -23,7 +23,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-use taskflow::auth::types as wit;
+use self::taskflow::auth::types as wit;
 
 /// How often the epoch advances; the granularity of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -86,7 +86,7 @@ impl WasiView for StoreState {
 
 impl wit::Host for StoreState {}
 
-impl taskflow::auth::host::Host for StoreState {
+impl self::taskflow::auth::host::Host for StoreState {
     fn settings(&mut self) -> wit::PolicySettings {
         self.env.settings.clone()
     }

@@ -45,3 +45,18 @@ lint: wasm-target
 # Lint, build, then unit tests of both sides and the integration tests.
 test: lint build test-components
     cargo test --release --workspace
+
+# Benchmarks: policy calls vs native code (criterion), the server under wrk,
+# start-up and swap times. Writes docs/benchmarks.md.
+bench: build
+    @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+    rm -f target/bench-report.md
+    CRITERION_HOME="$PWD/target/criterion" TASKFLOW_BENCH_REPORT="$PWD/target/bench-report.md" \
+        cargo bench -p taskflow --bench policy -- --noplot
+    TASKFLOW_BENCH_REPORT="$PWD/target/bench-report.md" \
+        cargo bench -p taskflow --features bench-control --bench server
+    @mkdir -p docs
+    @{ cat docs/benchmarks-intro.md; \
+       echo; echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), $(rustc --version)."; \
+       echo; cat target/bench-report.md; } > docs/benchmarks.md
+    @echo "wrote docs/benchmarks.md"

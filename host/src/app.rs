@@ -28,7 +28,13 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Builds the whole application, so tests can drive it in process too.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new();
+    #[cfg(feature = "bench-control")]
+    let router = router.route(
+        "/bench/unauthenticated/tasks",
+        get(tasks::list_unauthenticated),
+    );
+    router
         .route("/health", get(health::health))
         .route("/token", post(token::issue_token))
         .route("/users/me", get(users::me))

@@ -2,8 +2,12 @@
 //! asks: algorithm pinned, `typ` checked, key chosen by `kid`, every time
 //! claim checked, required claims present.
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use std::borrow::Cow;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::SigningKey;
 
@@ -105,16 +109,53 @@ fn usable(key: &SigningKey) -> Result<&SigningKey, KeyError> {
     Ok(key)
 }
 
+type HmacSha256 = Hmac<Sha256>;
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// The JOSE header fields this policy looks at. Any others (`jwk`, `jku`,
+/// `x5u`, ...) are ignored: keys come only from the host's settings.
+#[derive(Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Serialize)]
+struct SigningHeader<'a> {
+    alg: &'static str,
+    typ: &'static str,
+    kid: &'a str,
+}
+
 /// Signs `claims` with `key` (the current key: the first of the settings).
+///
+/// HMAC-SHA256 straight from `hmac`/`sha2` rather than through a JWT
+/// library: one JSON and one base64 pass each way, and none of the RSA/EC
+/// code a general library links in (see docs/benchmarks.md).
 pub fn sign(claims: &AccessClaims, key: &SigningKey) -> Result<String, KeyError> {
     let key = usable(key)?;
-    let header = Header {
-        typ: Some(ACCESS_TOKEN_TYPE.to_owned()),
-        kid: Some(key.kid.clone()),
-        ..Header::new(Algorithm::HS256)
+    let header = SigningHeader {
+        alg: "HS256",
+        typ: ACCESS_TOKEN_TYPE,
+        kid: &key.kid,
     };
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&key.secret))
-        .map_err(|_| KeyError::Signing)
+    let header = serde_json::to_vec(&header).map_err(|_| KeyError::Signing)?;
+    let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Signing)?;
+    let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 48);
+    B64.encode_string(header, &mut token);
+    token.push('.');
+    B64.encode_string(payload, &mut token);
+    let mut mac = HmacSha256::new_from_slice(&key.secret).map_err(|_| KeyError::Signing)?;
+    mac.update(token.as_bytes());
+    token.push('.');
+    B64.encode_string(mac.finalize().into_bytes(), &mut token);
+    Ok(token)
 }
 
 /// Verifies `token` against `keys` and `expect` at time `now`.
@@ -133,93 +174,102 @@ pub fn verify(
     for key in keys {
         usable(key)?;
     }
-    let header = match jsonwebtoken::decode_header(token) {
-        Ok(header) => header,
-        // `alg: none` (in any spelling) fails to parse as a header at all:
-        // name it for what it is rather than "malformed".
-        Err(_) if names_other_algorithm(token) => return Ok(Err(TokenRejection::Algorithm)),
-        Err(_) => return Ok(Err(TokenRejection::Malformed)),
+    Ok(verify_with(token, keys, expect, now))
+}
+
+fn verify_with(
+    token: &str,
+    keys: &[SigningKey],
+    expect: &Expectations<'_>,
+    now: u64,
+) -> Result<AccessClaims, TokenRejection> {
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenRejection::Malformed);
     };
-    // RFC 8725 §3.1: the algorithm is pinned, whatever the header claims.
-    if header.alg != Algorithm::HS256 {
-        return Ok(Err(TokenRejection::Algorithm));
+    let header_json = B64
+        .decode(header_b64)
+        .map_err(|_| TokenRejection::Malformed)?;
+    let header: JoseHeader<'_> =
+        serde_json::from_slice(&header_json).map_err(|_| TokenRejection::Malformed)?;
+    // RFC 8725 §3.1: the algorithm is pinned; `none` in any spelling, and
+    // every other algorithm, is refused before any key is touched.
+    if header.alg != "HS256" {
+        return Err(TokenRejection::Algorithm);
     }
     // RFC 8725 §3.11 / RFC 9068 §4: explicit typing keeps other JWTs out.
     let typ_ok = header.typ.as_deref().is_some_and(|t| {
         t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt")
     });
     if !typ_ok {
-        return Ok(Err(TokenRejection::WrongType));
+        return Err(TokenRejection::WrongType);
     }
     // RFC 7515 §4.1.11: unknown critical extensions must be refused.
     if header.crit.is_some() {
-        return Ok(Err(TokenRejection::CriticalHeader));
+        return Err(TokenRejection::CriticalHeader);
     }
-    let Some(kid) = header.kid.as_deref() else {
-        return Ok(Err(TokenRejection::MissingKeyId));
-    };
-    let Some(key) = keys.iter().find(|k| k.kid == kid) else {
-        return Ok(Err(TokenRejection::UnknownKey));
-    };
+    let kid = header.kid.as_deref().ok_or(TokenRejection::MissingKeyId)?;
+    let key = keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .ok_or(TokenRejection::UnknownKey)?;
 
-    let mut validation = Validation::new(Algorithm::HS256);
-    // Time claims are checked below against `now`, so tests and the
-    // component agree on one clock.
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let claims = match jsonwebtoken::decode::<serde_json::Value>(
-        token,
-        &DecodingKey::from_secret(&key.secret),
-        &validation,
-    ) {
-        Ok(data) => data.claims,
-        Err(e) => {
-            return Ok(Err(match e.kind() {
-                ErrorKind::InvalidSignature => TokenRejection::BadSignature,
-                ErrorKind::InvalidAlgorithm => TokenRejection::Algorithm,
-                _ => TokenRejection::Malformed,
-            }));
-        }
-    };
-    Ok(check_claims(claims, expect, now))
+    let signature = B64
+        .decode(signature_b64)
+        .map_err(|_| TokenRejection::Malformed)?;
+    let mut mac =
+        HmacSha256::new_from_slice(&key.secret).map_err(|_| TokenRejection::BadSignature)?;
+    mac.update(header_b64.as_bytes());
+    mac.update(b".");
+    mac.update(payload_b64.as_bytes());
+    // Constant-time comparison.
+    mac.verify_slice(&signature)
+        .map_err(|_| TokenRejection::BadSignature)?;
+
+    let payload = B64
+        .decode(payload_b64)
+        .map_err(|_| TokenRejection::Malformed)?;
+    let claims: ReceivedClaims =
+        serde_json::from_slice(&payload).map_err(|_| TokenRejection::Malformed)?;
+    check_claims(claims, expect, now)
 }
 
-/// Whether the token's header is JSON naming an `alg` other than HS256.
-fn names_other_algorithm(token: &str) -> bool {
-    use base64::Engine;
-    let Some((header, _)) = token.split_once('.') else {
-        return false;
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|header| {
-            header
-                .get("alg")
-                .and_then(|a| a.as_str())
-                .map(|a| a != "HS256")
-        })
-        .unwrap_or(false)
+/// Claims as received: the required ones optional here, so that a missing
+/// one is named rather than reported as malformed. A duplicated key is an
+/// error of the JSON parser, so `{"sub":"a","sub":"b"}` never verifies.
+#[derive(Deserialize)]
+struct ReceivedClaims {
+    iss: Option<String>,
+    aud: Option<String>,
+    sub: Option<String>,
+    exp: Option<u64>,
+    iat: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    scope: String,
 }
 
 fn check_claims(
-    claims: serde_json::Value,
+    claims: ReceivedClaims,
     expect: &Expectations<'_>,
     now: u64,
 ) -> Result<AccessClaims, TokenRejection> {
-    let object = claims.as_object().ok_or(TokenRejection::Malformed)?;
-    for required in ["exp", "iat", "iss", "aud", "sub"] {
-        if !object.contains_key(required) {
-            return Err(TokenRejection::MissingClaim(required.to_owned()));
-        }
-    }
-    let claims: AccessClaims =
-        serde_json::from_value(claims).map_err(|_| TokenRejection::Malformed)?;
+    let missing = |name: &str| TokenRejection::MissingClaim(name.to_owned());
+    let exp = claims.exp.ok_or_else(|| missing("exp"))?;
+    let iat = claims.iat.ok_or_else(|| missing("iat"))?;
+    let iss = claims.iss.ok_or_else(|| missing("iss"))?;
+    let aud = claims.aud.ok_or_else(|| missing("aud"))?;
+    let sub = claims
+        .sub
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| missing("sub"))?;
     let leeway = u64::from(expect.leeway_seconds.min(MAX_LEEWAY_SECONDS));
-    if now >= claims.exp.saturating_add(leeway) {
+    if now >= exp.saturating_add(leeway) {
         return Err(TokenRejection::Expired);
     }
     if claims
@@ -228,16 +278,22 @@ fn check_claims(
     {
         return Err(TokenRejection::NotYetValid);
     }
-    if claims.iss != expect.issuer {
+    if iss != expect.issuer {
         return Err(TokenRejection::WrongIssuer);
     }
-    if claims.aud != expect.audience {
+    if aud != expect.audience {
         return Err(TokenRejection::WrongAudience);
     }
-    if claims.sub.is_empty() {
-        return Err(TokenRejection::MissingClaim("sub".to_owned()));
-    }
-    Ok(claims)
+    Ok(AccessClaims {
+        iss,
+        aud,
+        sub,
+        exp,
+        iat,
+        nbf: claims.nbf,
+        jti: claims.jti,
+        scope: claims.scope,
+    })
 }
 
 #[cfg(test)]
@@ -311,7 +367,7 @@ mod tests {
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.kid.as_deref(), Some("k1"));
-        assert_eq!(header.alg, Algorithm::HS256);
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
     }
 
     #[test]
@@ -489,6 +545,61 @@ mod tests {
             Err(KeyError::TooShort { .. })
         ));
         assert_eq!(verify(&token, &[], &expect(), NOW), Err(KeyError::NoKey));
+    }
+
+    #[test]
+    fn interoperates_with_jsonwebtoken() {
+        use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+        let ours = sign(&claims(), &key("k1", 7)).unwrap();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.set_audience(&["taskflow-api"]);
+        let theirs_read = jsonwebtoken::decode::<AccessClaims>(
+            &ours,
+            &DecodingKey::from_secret(&[7; 32]),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(theirs_read.claims, claims());
+
+        let header = Header {
+            typ: Some("at+jwt".into()),
+            kid: Some("k1".into()),
+            ..Header::new(Algorithm::HS256)
+        };
+        let theirs =
+            jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&[7; 32])).unwrap();
+        assert_eq!(check(&theirs), Ok(claims()));
+    }
+
+    #[test]
+    fn duplicate_claims_are_refused() {
+        let payload = payload().replacen(
+            "\"sub\":\"alice\"",
+            "\"sub\":\"alice\",\"sub\":\"admin\"",
+            1,
+        );
+        let token = raw_token(
+            r#"{"alg":"HS256","typ":"at+jwt","kid":"k1"}"#,
+            &payload,
+            Some(&[7; 32]),
+        );
+        assert_eq!(check(&token), Err(TokenRejection::Malformed));
+    }
+
+    #[test]
+    fn header_keys_are_never_taken_from_the_token() {
+        for extra in [
+            r#""jwk":{"kty":"oct","k":"AAAA"}"#,
+            r#""jku":"http://attacker/jwks""#,
+            r#""x5u":"http://attacker/x5""#,
+        ] {
+            let header = format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"k1",{extra}}}"#);
+            let forged = raw_token(&header, &payload(), Some(&[0; 32]));
+            assert_eq!(check(&forged), Err(TokenRejection::BadSignature), "{extra}");
+            let genuine = raw_token(&header, &payload(), Some(&[7; 32]));
+            assert!(check(&genuine).is_ok(), "{extra}");
+        }
     }
 
     #[test]

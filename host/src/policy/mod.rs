@@ -310,6 +310,20 @@ impl PolicyHandle {
             .map_err(|e| PolicyFailure::Fault(format!("token task failed: {e}")))?
     }
 
+    /// The password grant on the calling thread, without the bound on
+    /// concurrent hashes: for blocking contexts and benchmarks.
+    pub fn issue_token_blocking(
+        &self,
+        username: String,
+        password: String,
+        scopes: Option<Vec<String>>,
+    ) -> Result<Result<Grant, GrantRefusal>, PolicyFailure> {
+        self.inner
+            .active
+            .load()
+            .issue_token(username, password, scopes)
+    }
+
     /// Hashes a new password with the active policy's own scheme.
     pub async fn hash_password(&self, password: String) -> Result<String, PolicyFailure> {
         let runtime = self.inner.active.load_full();

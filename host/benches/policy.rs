@@ -1,0 +1,256 @@
+//! Micro benchmark: one Bearer decision (and one issuance, with a cheap
+//! password hash so that argon2 does not drown the rest) through the policy
+//! component, against the same work done natively with `jsonwebtoken`.
+//!
+//! Run with `just bench`; prints a table of ratios measured in this run.
+
+mod common;
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::{
+    Algorithm as Argon2Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version,
+};
+use criterion::Criterion;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Value, json};
+use taskflow::policy::{
+    AccessRequest, PolicyConfig, PolicyHandle, PolicySettings, SandboxLimits, SigningKey,
+    UserDirectory, UserRecord,
+};
+
+const SECRET: &[u8] = b"benchmark-secret-of-thirty-two-bytes-or-more";
+const PASSWORD: &str = "benchmark password";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One user whose hash uses argon2's cheapest parameters.
+struct OneUser(UserRecord);
+
+impl UserDirectory for OneUser {
+    fn find_user(&self, username: &str) -> Result<Option<UserRecord>, String> {
+        Ok((username == self.0.username).then(|| self.0.clone()))
+    }
+}
+
+fn cheap_argon2() -> Argon2<'static> {
+    Argon2::new(
+        Argon2Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(8, 1, 1, None).unwrap(),
+    )
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Native {
+    kid: String,
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
+}
+
+impl Native {
+    fn new(kid: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&["taskflow"]);
+        validation.set_audience(&["taskflow-api"]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        Native {
+            kid: kid.to_owned(),
+            decoding: DecodingKey::from_secret(SECRET),
+            encoding: EncodingKey::from_secret(SECRET),
+            validation,
+        }
+    }
+
+    /// The same checks the component makes: typ, kid, signature, claims, scope.
+    fn decide(&self, authorization: &str, scope: &str) -> bool {
+        let Some(token) = authorization.strip_prefix("Bearer ") else {
+            return false;
+        };
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return false;
+        };
+        if header.typ.as_deref() != Some("at+jwt") || header.kid.as_deref() != Some(&self.kid) {
+            return false;
+        }
+        match jsonwebtoken::decode::<Value>(token, &self.decoding, &self.validation) {
+            Ok(data) => data.claims["scope"]
+                .as_str()
+                .is_some_and(|s| s.split(' ').any(|x| x == scope)),
+            Err(_) => false,
+        }
+    }
+
+    fn issue(&self, hash: &str) -> Option<String> {
+        cheap_argon2()
+            .verify_password(PASSWORD.as_bytes(), hash)
+            .ok()?;
+        let now = now();
+        let claims = json!({
+            "iss": "taskflow", "aud": "taskflow-api", "sub": "bench", "exp": now + 1800,
+            "iat": now, "nbf": now, "jti": "0123456789abcdef0123456789abcdef", "scope": "tasks:read",
+        });
+        let header = Header {
+            typ: Some("at+jwt".into()),
+            kid: Some(self.kid.clone()),
+            ..Header::new(Algorithm::HS256)
+        };
+        jsonwebtoken::encode(&header, &claims, &self.encoding).ok()
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let kid = taskflow::config::key_id(SECRET);
+    let hash = cheap_argon2()
+        .hash_password(PASSWORD.as_bytes())
+        .unwrap()
+        .to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let policy = PolicyHandle::load(
+        &PolicyConfig {
+            component: workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
+            cache_dir: Some(cache.path().to_owned()),
+            limits: SandboxLimits::default(),
+        },
+        PolicySettings {
+            signing_keys: vec![SigningKey {
+                kid: kid.clone(),
+                secret: SECRET.to_vec(),
+            }],
+            issuer: "taskflow".into(),
+            audience: "taskflow-api".into(),
+            token_ttl: Duration::from_secs(1800),
+            leeway: Duration::from_secs(30),
+        },
+        Arc::new(OneUser(UserRecord {
+            username: "bench".into(),
+            password_hash: hash.clone(),
+            scopes: vec!["tasks:read".into()],
+        })),
+    )
+    .expect("load the policy component (run `just build` first)");
+    let native = Native::new(&kid);
+
+    let grant = policy
+        .issue_token_blocking("bench".into(), PASSWORD.into(), None)
+        .unwrap()
+        .unwrap();
+    let valid = format!("Bearer {}", grant.access_token);
+    let bad = format!("Bearer {}", tamper(&grant.access_token));
+    assert!(
+        native.decide(&valid, "tasks:read"),
+        "the native check must accept the component's token"
+    );
+    assert!(!native.decide(&bad, "tasks:read"));
+    fn request(authorization: &str) -> AccessRequest<'_> {
+        AccessRequest {
+            authorization: Some(authorization),
+            method: "GET",
+            route: "/tasks",
+            required_scopes: &["tasks:read"],
+        }
+    }
+    assert!(policy.decide_access(&request(&valid)).unwrap().is_ok());
+    assert!(policy.decide_access(&request(&bad)).unwrap().is_err());
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let mut group = c.benchmark_group("decide");
+    group.bench_function("native-valid", |b| {
+        b.iter(|| native.decide(black_box(&valid), "tasks:read"))
+    });
+    group.bench_function("component-valid", |b| {
+        b.iter(|| {
+            policy
+                .decide_access(&request(black_box(&valid)))
+                .unwrap()
+                .is_ok()
+        })
+    });
+    group.bench_function("native-bad-signature", |b| {
+        b.iter(|| native.decide(black_box(&bad), "tasks:read"))
+    });
+    group.bench_function("component-bad-signature", |b| {
+        b.iter(|| {
+            policy
+                .decide_access(&request(black_box(&bad)))
+                .unwrap()
+                .is_ok()
+        })
+    });
+    group.finish();
+    let mut group = c.benchmark_group("issue");
+    group.bench_function("native-cheap-hash", |b| {
+        b.iter(|| native.issue(black_box(&hash)))
+    });
+    group.bench_function("component-cheap-hash", |b| {
+        b.iter(|| {
+            policy
+                .issue_token_blocking("bench".into(), PASSWORD.into(), None)
+                .unwrap()
+                .unwrap()
+        })
+    });
+    group.finish();
+    c.final_summary();
+
+    let rows = [
+        ("Bearer decision, valid token", "decide", "valid"),
+        ("Bearer decision, bad signature", "decide", "bad-signature"),
+        (
+            "token issuance, cheap hash (fresh instance per call)",
+            "issue",
+            "cheap-hash",
+        ),
+    ];
+    let mut table = String::from(
+        "### Policy calls (criterion medians)\n\n| path | native `jsonwebtoken` | component | component / native |\n|---|---|---|---|\n",
+    );
+    for (label, group, case) in rows {
+        let native = median_ns(group, &format!("native-{case}"));
+        let component = median_ns(group, &format!("component-{case}"));
+        table.push_str(&format!(
+            "| {label} | {:.2} µs | {:.2} µs | {:.2}× |\n",
+            native / 1000.0,
+            component / 1000.0,
+            component / native
+        ));
+    }
+    common::report(&table);
+}
+
+fn tamper(token: &str) -> String {
+    let mut bytes = token.as_bytes().to_vec();
+    let last = bytes.len() - 2;
+    bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Reads criterion's median estimate (ns) of one benchmark from its output.
+fn median_ns(group: &str, id: &str) -> f64 {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/criterion"));
+    let path = home.join(group).join(id).join("new/estimates.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let estimates: Value = serde_json::from_str(&text).unwrap();
+    estimates["median"]["point_estimate"].as_f64().unwrap()
+}

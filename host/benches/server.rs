@@ -1,0 +1,387 @@
+//! Server benchmark: the real `taskflow` binary on loopback under `wrk`.
+//!
+//! - `GET /tasks` with a valid Bearer token against the same handler with no
+//!   authentication (`/bench/unauthenticated/tasks`, only in builds with the
+//!   `bench-control` feature), at concurrency 1 and 64: throughput, p50/p99
+//!   latency, and peak resident memory;
+//! - start-up: process start to the first answered request, with an empty
+//!   and with a warm compiled-component cache;
+//! - swap: from a new component file to it serving.
+//!
+//! Run with `just bench`, which builds with the feature and installs `wrk`.
+
+#[cfg(feature = "bench-control")]
+mod common;
+
+#[cfg(not(feature = "bench-control"))]
+fn main() {
+    eprintln!("the server benchmark needs the bench-control feature: run `just bench`");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "bench-control")]
+fn main() {
+    bench::run();
+}
+
+#[cfg(feature = "bench-control")]
+mod bench {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::common;
+
+    const SECRET: &str = "benchmark-secret-of-thirty-two-bytes-or-more";
+    const PASSWORD: &str = "benchmark password";
+
+    fn workspace() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    fn component(name: &str) -> PathBuf {
+        workspace().join(format!("target/wasm32-wasip2/component/{name}.wasm"))
+    }
+
+    fn seconds() -> u64 {
+        std::env::var("TASKFLOW_BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(8)
+    }
+
+    struct Server {
+        child: Child,
+        address: String,
+        started: Instant,
+        ready_after: Duration,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn taskflow(data: &Path, policy: &Path, cache: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_taskflow"));
+        command
+            .env("TASKFLOW_DATA_DIR", data)
+            .env("TASKFLOW_AUTH_COMPONENT", policy)
+            .env("TASKFLOW_COMPONENT_CACHE_DIR", cache)
+            .env("TASKFLOW_JWT_SECRET", SECRET)
+            .env("TASKFLOW_COMPONENT_WATCH_MS", "0")
+            .env("RUST_LOG", "warn");
+        command
+    }
+
+    /// Starts the server and measures process start to the first `200` of `/health`.
+    fn start(data: &Path, policy: &Path, cache: &Path) -> Server {
+        let started = Instant::now();
+        let mut child = taskflow(data, policy, cache)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start taskflow");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("taskflow listening on http://")
+            .expect("the server's announcement")
+            .to_owned();
+        loop {
+            if get(&address, "/health", None).0 == 200 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server never answered"
+            );
+        }
+        let ready_after = started.elapsed();
+        Server {
+            child,
+            address,
+            started,
+            ready_after,
+        }
+    }
+
+    /// A minimal HTTP/1.1 exchange: (status, body).
+    fn request(
+        address: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        let Ok(mut stream) = TcpStream::connect(address) else {
+            return (0, String::new());
+        };
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        if stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body.as_bytes()))
+            .is_err()
+        {
+            return (0, String::new());
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn get(address: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        request(address, "GET", path, &headers, "")
+    }
+
+    struct Load {
+        requests_per_second: f64,
+        p50_ms: f64,
+        p99_ms: f64,
+        non_2xx: u64,
+    }
+
+    fn wrk(url: &str, connections: u32, token: Option<&str>) -> Load {
+        let threads = connections.min(2).to_string();
+        let mut command = Command::new("wrk");
+        command.args([
+            "-t",
+            &threads,
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{}s", seconds()),
+            "--latency",
+        ]);
+        if let Some(token) = token {
+            command.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        let output = command
+            .arg(url)
+            .output()
+            .expect("run wrk (just bench installs it)");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let field = |prefix: &str| -> &str {
+            text.lines()
+                .find_map(|l| l.trim_start().strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no {prefix:?} in wrk's output:\n{text}"))
+                .trim()
+        };
+        let non_2xx = text
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("Non-2xx or 3xx responses:"))
+            .map_or(0, |n| n.trim().parse().unwrap_or(u64::MAX));
+        Load {
+            requests_per_second: field("Requests/sec:").parse().unwrap(),
+            p50_ms: millis(field("50%")),
+            p99_ms: millis(field("99%")),
+            non_2xx,
+        }
+    }
+
+    fn millis(value: &str) -> f64 {
+        let split = value.find(|c: char| c.is_ascii_alphabetic()).unwrap();
+        let (number, unit) = value.split_at(split);
+        let number: f64 = number.parse().unwrap();
+        match unit {
+            "us" => number / 1000.0,
+            "ms" => number,
+            "s" => number * 1000.0,
+            other => panic!("unknown unit {other}"),
+        }
+    }
+
+    fn peak_rss_mib(pid: u32) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    fn median(mut samples: Vec<f64>) -> f64 {
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    }
+
+    pub fn run() {
+        let data = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let policy = data.path().join("policy.wasm");
+        std::fs::copy(component("guest_auth"), &policy).unwrap();
+
+        // Start-up: an empty cache compiles the component and runs its
+        // self-check; a warm one deserialises it and remembers the check.
+        let cold = start(data.path(), &policy, cache.path()).ready_after;
+        let warm: Vec<f64> = (0..5)
+            .map(|_| {
+                start(data.path(), &policy, cache.path())
+                    .ready_after
+                    .as_secs_f64()
+                    * 1000.0
+            })
+            .collect();
+        let warm = median(warm);
+
+        let server = start(data.path(), &policy, cache.path());
+        let add = taskflow(data.path(), &policy, cache.path())
+            .args(["user", "add", "bench", "--scopes", "tasks:read tasks:write"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .and_then(|mut child| {
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("{PASSWORD}\n").as_bytes())?;
+                child.wait()
+            })
+            .unwrap();
+        assert!(add.success());
+        let form = format!(
+            "grant_type=password&username=bench&password={}",
+            PASSWORD.replace(' ', "+")
+        );
+        let (status, body) = request(
+            &server.address,
+            "POST",
+            "/token",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &form,
+        );
+        assert_eq!(status, 200, "{body}");
+        let grant: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let token = grant["access_token"].as_str().unwrap().to_owned();
+        for i in 0..10 {
+            let body = format!(r#"{{"title":"task {i}","description":"benchmark"}}"#);
+            let auth = format!("Bearer {token}");
+            let (status, _) = request(
+                &server.address,
+                "POST",
+                "/tasks",
+                &[("Authorization", &auth)],
+                &body,
+            );
+            assert_eq!(status, 201);
+        }
+        let bearer_url = format!("http://{}/tasks", server.address);
+        let control_url = format!("http://{}/bench/unauthenticated/tasks", server.address);
+        assert_eq!(
+            get(&server.address, "/bench/unauthenticated/tasks", None).1,
+            get(&server.address, "/tasks", Some(&token)).1
+        );
+
+        let mut table = format!(
+            "### `GET /tasks` under load (wrk, {} s per run, 10 tasks listed)\n\n| concurrency | route | req/s | p50 | p99 | Bearer / control |\n|---|---|---|---|---|---|\n",
+            seconds()
+        );
+        let mut peak = 0.0;
+        for connections in [1, 64] {
+            let control = wrk(&control_url, connections, None);
+            let bearer = wrk(&bearer_url, connections, Some(&token));
+            assert_eq!(
+                control.non_2xx + bearer.non_2xx,
+                0,
+                "requests failed under load"
+            );
+            peak = peak_rss_mib(server.child.id());
+            for (name, load) in [
+                ("control (no auth)", &control),
+                ("Bearer via component", &bearer),
+            ] {
+                let ratio = if std::ptr::eq(load, &bearer) {
+                    format!(
+                        "throughput {:.1}%, p99 {:.2}×",
+                        100.0 * bearer.requests_per_second / control.requests_per_second,
+                        bearer.p99_ms / control.p99_ms
+                    )
+                } else {
+                    String::new()
+                };
+                table.push_str(&format!(
+                    "| {connections} | {name} | {:.0} | {:.2} ms | {:.2} ms | {ratio} |\n",
+                    load.requests_per_second, load.p50_ms, load.p99_ms
+                ));
+            }
+        }
+        table.push_str(&format!(
+            "\nPeak resident memory of the server after both loads: {peak:.0} MiB.\n"
+        ));
+        common::report(&table);
+
+        // Swap: a component never seen (compile + self-check), then back to
+        // one already compiled and checked.
+        let mut swaps = Vec::new();
+        for (label, name, expect) in [
+            (
+                "new component (compile + self-check)",
+                "guest_admin_delete",
+                "guest-admin-delete",
+            ),
+            ("known component (cached)", "guest_auth", "guest-auth"),
+        ] {
+            let started = Instant::now();
+            let temp = data.path().join("policy.partial");
+            std::fs::copy(component(name), &temp).unwrap();
+            std::fs::rename(&temp, &policy).unwrap();
+            let reload = taskflow(data.path(), &policy, cache.path())
+                .args(["auth", "reload"])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(reload.success());
+            while !get(&server.address, "/health", None)
+                .1
+                .contains(&format!("\"name\":\"{expect}\""))
+            {
+                assert!(started.elapsed() < Duration::from_secs(60));
+            }
+            swaps.push((label, started.elapsed()));
+        }
+        let _ = server.started;
+        let mut table = String::from("### Start-up and swap\n\n| what | time |\n|---|---|\n");
+        table.push_str(&format!(
+            "| start to first answer, empty compiled-component cache | {:.0} ms |\n",
+            cold.as_secs_f64() * 1000.0
+        ));
+        table.push_str(&format!(
+            "| start to first answer, warm cache (median of 5) | {warm:.0} ms |\n"
+        ));
+        for (label, time) in swaps {
+            table.push_str(&format!(
+                "| swap via `taskflow auth reload`, {label} | {:.0} ms |\n",
+                time.as_secs_f64() * 1000.0
+            ));
+        }
+        common::report(&table);
+    }
+}

@@ -124,7 +124,11 @@ fn main() {
     let cache = tempfile::tempdir().unwrap();
     let policy = PolicyHandle::load(
         &PolicyConfig {
-            component: workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
+            // TASKFLOW_BENCH_COMPONENT compares another build of the policy.
+            component: std::env::var_os("TASKFLOW_BENCH_COMPONENT").map_or_else(
+                || workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
+                PathBuf::from,
+            ),
             cache_dir: Some(cache.path().to_owned()),
             limits: SandboxLimits::default(),
         },

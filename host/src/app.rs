@@ -1,5 +1,6 @@
 //! The application: shared state and the router with its middleware.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -16,12 +17,14 @@ use crate::error::ApiError;
 use crate::policy::PolicyHandle;
 use crate::routes::{health, tasks, token, users};
 use crate::storage::Database;
+use crate::throttle::LoginThrottle;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Database,
     pub policy: PolicyHandle,
+    pub logins: Arc<LoginThrottle>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::files;
 use crate::policy::{PolicyConfig, PolicySettings, SandboxLimits, SigningKey};
+use crate::throttle::LoginLimits;
 
 /// Where `just build` puts the default policy component.
 const BUILT_COMPONENT: &str = "target/wasm32-wasip2/component/guest_auth.wasm";
@@ -168,6 +169,30 @@ pub struct SettingsArgs {
     /// Unix socket of the admin channel [default: DATA_DIR/admin.sock].
     #[arg(long, env = "TASKFLOW_ADMIN_SOCKET", global = true)]
     pub admin_socket: Option<PathBuf>,
+    /// Failed logins per username within the window before `/token` answers 429.
+    #[arg(
+        long,
+        env = "TASKFLOW_LOGIN_MAX_FAILURES_PER_USER",
+        default_value_t = 5,
+        global = true
+    )]
+    pub login_max_failures_per_user: usize,
+    /// Failed logins per client address within the window before `/token` answers 429.
+    #[arg(
+        long,
+        env = "TASKFLOW_LOGIN_MAX_FAILURES_PER_ADDRESS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub login_max_failures_per_address: usize,
+    /// The window failed logins are counted in, in seconds.
+    #[arg(
+        long,
+        env = "TASKFLOW_LOGIN_FAILURE_WINDOW",
+        default_value_t = 900,
+        global = true
+    )]
+    pub login_failure_window: u64,
     /// Log format.
     #[arg(
         long,
@@ -201,6 +226,15 @@ impl SettingsArgs {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("taskflow.db").display()))
+    }
+
+    /// Brute-force limits of `/token` (zero limits are raised to one).
+    pub fn login_limits(&self) -> LoginLimits {
+        LoginLimits {
+            per_user: self.login_max_failures_per_user.max(1),
+            per_address: self.login_max_failures_per_address.max(1),
+            window: Duration::from_secs(self.login_failure_window.max(1)),
+        }
     }
 
     /// Where the admin channel listens.

@@ -31,6 +31,8 @@ pub enum ApiError {
         code: &'static str,
     },
     InvalidBody(String),
+    /// Too many failed logins: retry after this many seconds.
+    TooManyAttempts(u64),
     /// Storage or the policy is down. The detail is logged, never sent.
     Unavailable(String),
 }
@@ -115,6 +117,20 @@ impl IntoResponse for ApiError {
                 description,
                 None,
             ),
+            ApiError::TooManyAttempts(retry_after) => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(json!({
+                        "error": "too_many_attempts",
+                        "error_description": format!("too many failed logins; retry in {retry_after} s"),
+                    })),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                return response;
+            }
             ApiError::Unavailable(detail) => {
                 tracing::error!(%detail, "request failed: service unavailable");
                 (

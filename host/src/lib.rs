@@ -10,6 +10,7 @@
 //!   SIGHUP, the admin socket behind `taskflow auth ...`).
 //! - [`storage`]: users and tasks in SQLite; [`task`]: the task model.
 //! - [`error`]: every error answer, mapped in one place.
+//! - [`throttle`]: brute-force limits on `/token`.
 //! - [`commands`]: `taskflow user ...` and `taskflow auth ...`.
 
 pub mod admin;
@@ -26,3 +27,4 @@ pub mod startup;
 pub mod storage;
 pub mod task;
 pub mod telemetry;
+pub mod throttle;

@@ -11,6 +11,7 @@ use crate::config::SettingsArgs;
 use crate::files;
 use crate::policy::{PolicyHandle, UserDirectory, UserRecord};
 use crate::storage::Database;
+use crate::throttle::LoginThrottle;
 use crate::{admin, reload};
 
 /// Opens the database in the data directory (created 0700 if missing).
@@ -62,11 +63,15 @@ pub async fn serve(settings: &SettingsArgs, listen: SocketAddr) -> anyhow::Resul
     let shutdown = shutdown_signal()?;
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");
-    let app = app::router(AppState { db, policy });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server failed")?;
+    let logins = Arc::new(LoginThrottle::new(settings.login_limits()));
+    let app = app::router(AppState { db, policy, logins });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("server failed")?;
     tracing::info!("shut down");
     Ok(())
 }

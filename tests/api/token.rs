@@ -146,3 +146,79 @@ async fn oversized_token_request_is_refused() {
     assert_eq!(body["error"], "invalid_request");
     assert!(!server.log().contains("xxxxxxxx"));
 }
+
+/// After five failures for one username, even the right password gets 429
+/// with `Retry-After`; other users are unaffected.
+#[tokio::test]
+async fn repeated_failures_are_throttled() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read");
+    server.add_user("bob", "tasks:read");
+    for _ in 0..5 {
+        let response = server.token_request(&grant("alice", "guess")).await;
+        assert_error(response, 400, "invalid_grant", None).await;
+    }
+    let response = server.token_request(&grant("alice", PASSWORD)).await;
+    assert_eq!(response.status(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_attempts");
+    assert_eq!(
+        server.token_request(&grant("bob", PASSWORD)).await.status(),
+        200
+    );
+}
+
+/// A successful login clears the username's count.
+#[tokio::test]
+async fn success_resets_the_count() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read");
+    for round in 0..2 {
+        for _ in 0..4 {
+            assert_eq!(
+                server
+                    .token_request(&grant("alice", "guess"))
+                    .await
+                    .status(),
+                400,
+                "round {round}"
+            );
+        }
+        assert_eq!(
+            server
+                .token_request(&grant("alice", PASSWORD))
+                .await
+                .status(),
+            200,
+            "round {round}"
+        );
+    }
+}
+
+/// Failures from one address across many usernames are limited too, and a
+/// throttled attempt never reaches the policy (a component that would spin
+/// on this username answers 429 at once, not 503 after its deadline).
+#[tokio::test]
+async fn per_address_limit_skips_the_password_check() {
+    let server = TestServer::start_with(crate::harness::Options {
+        component: crate::harness::built_component("hostile_policy"),
+        extra_env: vec![("TASKFLOW_LOGIN_MAX_FAILURES_PER_ADDRESS".into(), "3".into())],
+        ..Default::default()
+    })
+    .await;
+    for name in ["u1", "u2", "u3"] {
+        assert_eq!(
+            server.token_request(&grant(name, "guess")).await.status(),
+            400
+        );
+    }
+    let response = server.token_request(&grant("loop", "guess")).await;
+    assert_eq!(response.status(), 429);
+    assert!(!server.log().contains("deadline exceeded"));
+}

@@ -99,7 +99,7 @@ pub struct PolicyConfig {
 }
 
 /// A successful password grant.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Grant {
     pub access_token: String,
     pub expires_in: u32,

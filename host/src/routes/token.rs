@@ -1,9 +1,11 @@
 //! `POST /token`: the OAuth 2.0 password grant (RFC 6749 §4.3).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -24,6 +26,7 @@ fn oauth(code: &'static str, description: impl Into<String>) -> ApiError {
 
 pub async fn issue_token(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
@@ -58,7 +61,25 @@ pub async fn issue_token(
         .remove("scope")
         .map(|s| s.split_whitespace().map(str::to_owned).collect());
 
-    let grant = match state.policy.issue_token(username, password, scopes).await? {
+    // Past the limit the password is not even checked.
+    if let Err(wait) = state.logins.check(&username, client.ip(), Instant::now()) {
+        return Err(ApiError::TooManyAttempts(wait.as_secs_f64().ceil() as u64));
+    }
+    let outcome = state
+        .policy
+        .issue_token(username.clone(), password, scopes)
+        .await?;
+    match &outcome {
+        Err(GrantRefusal::InvalidGrant) => {
+            state
+                .logins
+                .record_failure(&username, client.ip(), Instant::now());
+        }
+        Err(GrantRefusal::InvalidRequest(_)) => {}
+        // The password was right, even if a scope was not.
+        Ok(_) | Err(GrantRefusal::InvalidScope(_)) => state.logins.record_success(&username),
+    }
+    let grant = match outcome {
         Ok(grant) => grant,
         Err(GrantRefusal::InvalidGrant) => {
             return Err(oauth(

@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
             "/tasks/{id}",
             get(tasks::get).patch(tasks::update).delete(tasks::delete),
         )
+        .merge(crate::openapi::routes())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

@@ -3,10 +3,17 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::policy::PolicyFailure;
 use crate::storage::StorageError;
+
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A machine-readable code, e.g. `invalid_token`.
+    pub error: String,
+    pub error_description: String,
+}
 
 /// The realm in every `WWW-Authenticate` challenge.
 const REALM: &str = "taskflow";
@@ -120,10 +127,12 @@ impl IntoResponse for ApiError {
             ApiError::TooManyAttempts(retry_after) => {
                 let mut response = (
                     StatusCode::TOO_MANY_REQUESTS,
-                    axum::Json(json!({
-                        "error": "too_many_attempts",
-                        "error_description": format!("too many failed logins; retry in {retry_after} s"),
-                    })),
+                    axum::Json(ErrorBody {
+                        error: "too_many_attempts".into(),
+                        error_description: format!(
+                            "too many failed logins; retry in {retry_after} s"
+                        ),
+                    }),
                 )
                     .into_response();
                 response
@@ -141,7 +150,10 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let body = json!({ "error": code, "error_description": description });
+        let body = ErrorBody {
+            error: code.to_owned(),
+            error_description: description,
+        };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response

@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: command line, environment, the signing secret.
 //! - [`startup`]: opening storage, loading the policy, serving.
-//! - [`app`]: state, router and middleware; [`routes`]: the handlers.
+//! - [`app`]: state, router and middleware; [`routes`]: the handlers;
+//!   [`openapi`]: the API document and the docs page.
 //! - [`auth`]: the Bearer check each protected route declares.
 //! - [`policy`]: the component, behind one door (wasmtime lives there only).
 //! - [`reload`], [`admin`]: what swaps the policy while serving (file watch,
@@ -20,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod openapi;
 pub mod policy;
 pub mod reload;
 pub mod routes;

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 /// The longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Todo,
@@ -36,14 +36,39 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: i64,
+    /// 1 to 200 characters.
     pub title: String,
     pub description: Option<String>,
     pub status: Status,
+    /// RFC 3339.
     pub created_at: String,
+    /// RFC 3339.
     pub updated_at: String,
+}
+
+/// The JSON a `POST /tasks` takes (as documented; [`NewTask::from_json`]
+/// checks it field by field). Other fields are ignored.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct NewTaskBody {
+    /// 1 to 200 characters.
+    title: String,
+    description: Option<String>,
+    /// Default `todo`.
+    status: Option<Status>,
+}
+
+/// The JSON a `PATCH /tasks/{id}` takes: only the fields given change, and
+/// `description: null` clears the description.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TaskPatchBody {
+    title: Option<String>,
+    description: Option<String>,
+    status: Option<Status>,
 }
 
 /// A checked `POST /tasks` body.

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod docs;
 mod interop;
 mod lifecycle;
 mod protected;

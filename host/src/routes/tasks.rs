@@ -6,18 +6,38 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::app::AppState;
 use crate::auth::{Authorized, ReadTasks, WriteTasks};
-use crate::error::ApiError;
-use crate::task::{NewTask, TaskPatch};
+use crate::error::{ApiError, ErrorBody};
+use crate::task::{NewTask, NewTaskBody, Task, TaskPatch, TaskPatchBody};
 
 /// The contract's cap on a task body.
 pub const TASK_BODY_LIMIT: usize = 64 * 1024;
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
 
+/// One page of the caller's tasks.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TaskList {
+    pub items: Vec<Task>,
+    /// How many tasks the caller has in all.
+    pub total: i64,
+}
+
+/// The caller's tasks, oldest first.
+#[utoipa::path(get, path = "/tasks", tag = "tasks",
+    security(("oauth2" = ["tasks:read"])),
+    params(
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("offset" = Option<i64>, Query, description = "default 0"),
+    ),
+    responses(
+        (status = 200, body = TaskList),
+        (status = 400, description = "a bad limit or offset", body = ErrorBody),
+        (status = 401, description = "no or an invalid token", body = ErrorBody),
+        (status = 403, description = "the token lacks tasks:read", body = ErrorBody),
+    ))]
 pub async fn list(
     auth: Authorized<ReadTasks>,
     State(state): State<AppState>,
@@ -44,9 +64,20 @@ async fn list_page(
 ) -> Result<Response, ApiError> {
     let (limit, offset) = paging(query.unwrap_or(""))?;
     let (items, total) = state.db.list_tasks(owner, limit, offset).await?;
-    Ok(Json(json!({ "items": items, "total": total })).into_response())
+    Ok(Json(TaskList { items, total }).into_response())
 }
 
+/// Creates a task.
+#[utoipa::path(post, path = "/tasks", tag = "tasks",
+    security(("oauth2" = ["tasks:write"])),
+    request_body = NewTaskBody,
+    responses(
+        (status = 201, body = Task, headers(("location" = String, description = "/tasks/{id}"))),
+        (status = 401, description = "no or an invalid token", body = ErrorBody),
+        (status = 403, description = "the token lacks tasks:write", body = ErrorBody),
+        (status = 413, description = "the body exceeds 64 KiB", body = ErrorBody),
+        (status = 422, description = "not JSON, or not a task; names the field", body = ErrorBody),
+    ))]
 pub async fn create(
     auth: Authorized<WriteTasks>,
     State(state): State<AppState>,
@@ -70,6 +101,16 @@ pub async fn create(
         .into_response())
 }
 
+/// One of the caller's tasks.
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks",
+    security(("oauth2" = ["tasks:read"])),
+    params(("id" = i64, Path)),
+    responses(
+        (status = 200, body = Task),
+        (status = 401, description = "no or an invalid token", body = ErrorBody),
+        (status = 403, description = "the token lacks tasks:read", body = ErrorBody),
+        (status = 404, description = "no such task of the caller's", body = ErrorBody),
+    ))]
 pub async fn get(
     auth: Authorized<ReadTasks>,
     State(state): State<AppState>,
@@ -83,6 +124,19 @@ pub async fn get(
     Ok(Json(task).into_response())
 }
 
+/// Changes the fields given.
+#[utoipa::path(patch, path = "/tasks/{id}", tag = "tasks",
+    security(("oauth2" = ["tasks:write"])),
+    params(("id" = i64, Path)),
+    request_body = TaskPatchBody,
+    responses(
+        (status = 200, body = Task),
+        (status = 401, description = "no or an invalid token", body = ErrorBody),
+        (status = 403, description = "the token lacks tasks:write", body = ErrorBody),
+        (status = 404, description = "no such task of the caller's", body = ErrorBody),
+        (status = 413, description = "the body exceeds 64 KiB", body = ErrorBody),
+        (status = 422, description = "not JSON, or not a task patch; names the field", body = ErrorBody),
+    ))]
 pub async fn update(
     auth: Authorized<WriteTasks>,
     State(state): State<AppState>,
@@ -101,6 +155,16 @@ pub async fn update(
     Ok(Json(task).into_response())
 }
 
+/// Deletes a task.
+#[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks",
+    security(("oauth2" = ["tasks:write"])),
+    params(("id" = i64, Path)),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "no or an invalid token", body = ErrorBody),
+        (status = 403, description = "the token lacks tasks:write", body = ErrorBody),
+        (status = 404, description = "no such task of the caller's", body = ErrorBody),
+    ))]
 pub async fn delete(
     auth: Authorized<WriteTasks>,
     State(state): State<AppState>,

@@ -8,14 +8,38 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::policy::GrantRefusal;
 
 /// The contract's cap on a token request body.
 pub const TOKEN_BODY_LIMIT: usize = 8 * 1024;
+
+/// RFC 6749 §5.1.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// A JWT (RFC 9068); send it as `Authorization: Bearer <token>`.
+    pub access_token: String,
+    /// Always `bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: u32,
+    /// The granted scopes, space separated.
+    pub scope: String,
+}
+
+/// The form `POST /token` takes (RFC 6749 §4.3.2).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenForm {
+    /// Must be `password`.
+    grant_type: String,
+    username: String,
+    password: String,
+    /// Space separated; absent or blank: all of the user's scopes.
+    scope: Option<String>,
+}
 
 fn oauth(code: &'static str, description: impl Into<String>) -> ApiError {
     ApiError::OAuth {
@@ -24,6 +48,16 @@ fn oauth(code: &'static str, description: impl Into<String>) -> ApiError {
     }
 }
 
+/// The OAuth 2.0 password grant.
+#[utoipa::path(post, path = "/token", tag = "auth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = TokenResponse, headers(("cache-control" = String, description = "no-store"))),
+        (status = 400, description = "invalid_request, unsupported_grant_type, invalid_grant or invalid_scope (RFC 6749 §5.2)", body = ErrorBody),
+        (status = 413, description = "the body exceeds 8 KiB", body = ErrorBody),
+        (status = 429, description = "too many failed logins; see Retry-After", body = ErrorBody),
+        (status = 503, description = "the auth component or storage failed", body = ErrorBody),
+    ))]
 pub async fn issue_token(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -57,8 +91,11 @@ pub async fn issue_token(
     let password = params
         .remove("password")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `password`"))?;
+    // A blank `scope` is taken as none sent, as some clients (Swagger UI
+    // among them) send one when no scope was picked.
     let scopes = params
         .remove("scope")
+        .filter(|s| !s.trim().is_empty())
         .map(|s| s.split_whitespace().map(str::to_owned).collect());
 
     // Past the limit the password is not even checked.
@@ -90,12 +127,12 @@ pub async fn issue_token(
         Err(GrantRefusal::InvalidScope(reason)) => return Err(oauth("invalid_scope", reason)),
         Err(GrantRefusal::InvalidRequest(reason)) => return Err(oauth("invalid_request", reason)),
     };
-    let body = Json(json!({
-        "access_token": grant.access_token,
-        "token_type": "bearer",
-        "expires_in": grant.expires_in,
-        "scope": grant.scopes.join(" "),
-    }));
+    let body = Json(TokenResponse {
+        access_token: grant.access_token,
+        token_type: "bearer",
+        expires_in: grant.expires_in,
+        scope: grant.scopes.join(" "),
+    });
     // RFC 6749 §5.1: token answers must not be cached.
     let headers = [
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),

@@ -1,0 +1,62 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations, and
+//! the interactive docs page that the binary serves itself (no CDN).
+
+use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{health, tasks, token, users};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "TaskFlow",
+        description = "Task API whose authentication policy runs in a WebAssembly component. \
+            Get a token from `POST /token` (OAuth 2.0 password grant) and send it as \
+            `Authorization: Bearer <token>`."
+    ),
+    paths(
+        token::issue_token,
+        users::me,
+        tasks::list,
+        tasks::create,
+        tasks::get,
+        tasks::update,
+        tasks::delete,
+        health::health,
+    ),
+    modifiers(&PasswordFlow),
+    tags(
+        (name = "auth", description = "Tokens"),
+        (name = "tasks", description = "Your tasks"),
+        (name = "users", description = "Who you are"),
+        (name = "operations", description = "Health"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The OAuth2 password flow through `/token`, with every scope a route needs.
+struct PasswordFlow;
+
+impl Modify for PasswordFlow {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scopes = Scopes::from_iter([
+            ("tasks:read", "Read your tasks"),
+            ("tasks:write", "Create, change and delete your tasks"),
+        ]);
+        let scheme = OAuth2::with_description(
+            [Flow::Password(Password::new("/token", scopes))],
+            "Send the access token as `Authorization: Bearer <token>`.",
+        );
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("oauth2", SecurityScheme::OAuth2(scheme));
+    }
+}
+
+/// `GET /openapi.json` and the interactive page at `/docs`.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .url("/openapi.json", ApiDoc::openapi())
+        .into()
+}

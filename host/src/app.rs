@@ -11,6 +11,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::error::ApiError;
@@ -29,8 +30,15 @@ pub struct AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Limits on how clients use a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Longest a request body may take to arrive; past it, 408.
+    pub body_timeout: Duration,
+}
+
 /// Builds the whole application, so tests can drive it in process too.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let router = Router::new();
     #[cfg(feature = "bench-control")]
     let router = router.route(
@@ -53,6 +61,8 @@ pub fn router(state: AppState) -> Router {
         // Handlers read bodies themselves with their own limits; this is the
         // backstop for anything that does not.
         .layer(DefaultBodyLimit::max(tasks::TASK_BODY_LIMIT))
+        // A client that stops sending its body cannot hold a handler.
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {

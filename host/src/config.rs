@@ -193,6 +193,14 @@ pub struct SettingsArgs {
         global = true
     )]
     pub login_failure_window: u64,
+    /// Longest a request body may take to arrive, in seconds; past it, 408.
+    #[arg(
+        long,
+        env = "TASKFLOW_BODY_TIMEOUT",
+        default_value_t = 30,
+        global = true
+    )]
+    pub body_timeout: u64,
     /// Log format.
     #[arg(
         long,
@@ -235,6 +243,11 @@ impl SettingsArgs {
             per_address: self.login_max_failures_per_address.max(1),
             window: Duration::from_secs(self.login_failure_window.max(1)),
         }
+    }
+
+    /// How long a request body may take to arrive (at least a second).
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout.max(1))
     }
 
     /// Where the admin channel listens.

@@ -37,6 +37,8 @@ pub enum ApiError {
         limit: usize,
         code: &'static str,
     },
+    /// The client stopped sending its body.
+    RequestTimeout,
     InvalidBody(String),
     /// Too many failed logins: retry after this many seconds.
     TooManyAttempts(u64),
@@ -116,6 +118,12 @@ impl IntoResponse for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 code,
                 format!("the body exceeds {limit} bytes"),
+                None,
+            ),
+            ApiError::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the body did not arrive in time".to_owned(),
                 None,
             ),
             ApiError::InvalidBody(description) => (

@@ -64,7 +64,12 @@ pub async fn serve(settings: &SettingsArgs, listen: SocketAddr) -> anyhow::Resul
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");
     let logins = Arc::new(LoginThrottle::new(settings.login_limits()));
-    let app = app::router(AppState { db, policy, logins });
+    let app = app::router(
+        AppState { db, policy, logins },
+        app::HttpLimits {
+            body_timeout: settings.body_timeout(),
+        },
+    );
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

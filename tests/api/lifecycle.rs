@@ -201,3 +201,57 @@ async fn secrets_stay_out_of_the_log() {
         assert!(!log.contains(secret), "{secret:?} leaked into the log");
     }
 }
+
+/// A task acknowledged with 201 is on disk: it survives `kill -9` right after.
+#[tokio::test]
+async fn acknowledged_task_survives_kill_9() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read tasks:write");
+    let token = server.token("alice", None).await;
+    let response = server
+        .call(
+            "POST",
+            "/tasks",
+            Some(&token),
+            Some(serde_json::json!({"title": "durable"})),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    server.signal("-KILL");
+    let server = server.restart().await;
+    let task: Value = server
+        .call("GET", &location, Some(&token), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task["title"], "durable");
+}
+
+/// SIGTERM lets a request in flight finish, then the server exits cleanly.
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests() {
+    use std::io::{Read, Write};
+    let mut server = TestServer::start().await;
+    server.add_user("alice", "tasks:write");
+    let token = server.token("alice", None).await;
+    let body = br#"{"title":"sent slowly"}"#;
+    let mut stream = std::net::TcpStream::connect(server.address()).unwrap();
+    write!(
+        stream,
+        "POST /tasks HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body[..5]).unwrap();
+    // The server has the headers and waits for the rest of the body.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.signal("-TERM");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stream.write_all(&body[5..]).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert!(server.wait_exit().success());
+}

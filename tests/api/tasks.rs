@@ -303,3 +303,30 @@ async fn unknown_things_are_404() {
     )
     .await;
 }
+
+/// A client that stops sending its body gets 408 once the body timeout
+/// passes, rather than holding the request open.
+#[tokio::test]
+async fn a_stalled_body_times_out() {
+    use std::io::{Read, Write};
+    let server = TestServer::start_with(crate::harness::Options {
+        extra_env: vec![("TASKFLOW_BODY_TIMEOUT".into(), "1".into())],
+        ..Default::default()
+    })
+    .await;
+    server.add_user("alice", "tasks:write");
+    let token = server.token("alice", None).await;
+    let mut stream = std::net::TcpStream::connect(server.address()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /tasks HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"title\""
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("request_timeout"), "{response}");
+}

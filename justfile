@@ -42,9 +42,10 @@ lint: wasm-target
     cargo clippy --release --workspace --all-targets -- -D warnings
     cargo clippy --profile component --target wasm32-wasip2 -p policy-kit -p guest-auth -p guest-admin-delete -p hostile-policy -p lax-policy -p other-world -- -D warnings
 
-# Lint, build, then unit tests of both sides and the integration tests.
+# Lint, build, then unit tests of both sides and the integration tests (last).
 test: lint build test-components
-    cargo test --release --workspace
+    cargo test --release --workspace --lib --bins
+    cargo test --release -p taskflow --test api
 
 # Benchmarks: policy calls vs native code (criterion), the server under wrk,
 # start-up and swap times. Writes docs/benchmarks.md.

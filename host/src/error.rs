@@ -203,9 +203,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn unavailable_hides_the_detail() {
+    #[tokio::test]
+    async fn unavailable_hides_the_detail() {
         let response = ApiError::Unavailable("password=hunter2".into()).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains("temporarily_unavailable"), "{body}");
+        assert!(!body.contains("hunter2"), "{body}");
     }
 }

@@ -7,10 +7,17 @@ use serde_json::Value;
 use crate::harness::{Options, PASSWORD, TestServer, built_component, urlencode};
 
 async fn hostile_server() -> TestServer {
+    hostile_server_with_deadline(300).await
+}
+
+async fn hostile_server_with_deadline(deadline_ms: u64) -> TestServer {
     let server = TestServer::start_with(Options {
         component: built_component("hostile_policy"),
         extra_env: vec![
-            ("TASKFLOW_COMPONENT_DEADLINE_MS".into(), "300".into()),
+            (
+                "TASKFLOW_COMPONENT_DEADLINE_MS".into(),
+                deadline_ms.to_string(),
+            ),
             ("TASKFLOW_COMPONENT_MEMORY_MIB".into(), "48".into()),
         ],
         ..Options::default()
@@ -68,7 +75,7 @@ async fn each_misbehaviour_fails_only_its_request() {
 /// While one request spins in the component, others are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spinning_request_does_not_block_others() {
-    let server = std::sync::Arc::new(hostile_server().await);
+    let server = std::sync::Arc::new(hostile_server_with_deadline(3000).await);
     let token = server.token("alice", None).await;
     let spinning = {
         let server = server.clone();
@@ -77,6 +84,7 @@ async fn a_spinning_request_does_not_block_others() {
             server.token_request(form).await.status()
         })
     };
+    tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..20 {
         assert_eq!(
             server
@@ -86,6 +94,8 @@ async fn a_spinning_request_does_not_block_others() {
             200
         );
     }
+    // The spinning request was in flight the whole time.
+    assert!(!spinning.is_finished());
     assert_eq!(spinning.await.unwrap(), 503);
 }
 

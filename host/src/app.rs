@@ -106,6 +106,3 @@ impl MakeRequestId for RandomRequestId {
         hex::encode(bytes).parse().ok().map(RequestId::new)
     }
 }
-
-/// How long in-flight requests get to finish after a shutdown signal.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -60,6 +60,11 @@ impl From<PolicyFailure> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = match self {
+            ApiError::TooManyAttempts(seconds) => Some(seconds),
+            ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        };
         let (status, code, description, challenge) = match self {
             ApiError::OAuth { code, description } => {
                 (StatusCode::BAD_REQUEST, code, description, None)
@@ -132,22 +137,12 @@ impl IntoResponse for ApiError {
                 description,
                 None,
             ),
-            ApiError::TooManyAttempts(retry_after) => {
-                let mut response = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    axum::Json(ErrorBody {
-                        error: "too_many_attempts".into(),
-                        error_description: format!(
-                            "too many failed logins; retry in {retry_after} s"
-                        ),
-                    }),
-                )
-                    .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-                return response;
-            }
+            ApiError::TooManyAttempts(retry_after) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!("too many failed logins; retry in {retry_after} s"),
+                None,
+            ),
             ApiError::Unavailable(detail) => {
                 tracing::error!(%detail, "request failed: service unavailable");
                 (
@@ -168,10 +163,10 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -207,6 +202,7 @@ mod tests {
     async fn unavailable_hides_the_detail() {
         let response = ApiError::Unavailable("password=hunter2".into()).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let body = axum::body::to_bytes(response.into_body(), 1024)
             .await
             .unwrap();

@@ -81,6 +81,9 @@ pub async fn serve(settings: &SettingsArgs, listen: SocketAddr) -> anyhow::Resul
     Ok(())
 }
 
+/// How long in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Resolves on the first SIGINT or SIGTERM. The handlers are installed
 /// here, before the server announces itself, so a signal sent right after
 /// the announcement is never lost to the default action.
@@ -106,11 +109,11 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// In-flight requests get [`app::SHUTDOWN_GRACE`] to finish.
+/// In-flight requests get [`SHUTDOWN_GRACE`] to finish.
 fn begin_shutdown() {
     tracing::info!("shutdown signal received; finishing in-flight requests");
     tokio::spawn(async {
-        tokio::time::sleep(app::SHUTDOWN_GRACE).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
         tracing::warn!("in-flight requests did not finish in time; exiting");
         std::process::exit(1);
     });

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
 
 pub use runtime::{ComponentInfo, LoadError};
 
@@ -207,14 +206,8 @@ impl PolicyHandle {
             config.limits.clone(),
             config.cache_dir.clone(),
         )?);
-        let bytes = read_component(&config.component)?;
-        let first = runtime::PolicyRuntime::load(
-            &sandbox,
-            &config.component,
-            &bytes,
-            &settings,
-            Arc::clone(&users),
-        )?;
+        let file = runtime::ComponentFile::read(&config.component)?;
+        let first = runtime::PolicyRuntime::load(&sandbox, &file, &settings, Arc::clone(&users))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 active: ArcSwap::from_pointee(first),
@@ -335,15 +328,14 @@ impl PolicyHandle {
 
 impl Inner {
     fn load_candidate(&self) -> Result<ReloadOutcome, LoadError> {
-        let bytes = read_component(&self.component)?;
+        let file = runtime::ComponentFile::read(&self.component)?;
         let current = self.active.load_full();
-        if hex::encode(Sha256::digest(&bytes)) == current.info().sha256 {
+        if file.sha256 == current.info().sha256 {
             return Ok(ReloadOutcome::Unchanged);
         }
         let candidate = runtime::PolicyRuntime::load(
             &self.sandbox,
-            &self.component,
-            &bytes,
+            &file,
             &self.settings,
             Arc::clone(&self.users),
         )?;
@@ -356,11 +348,4 @@ impl Inner {
         );
         Ok(ReloadOutcome::Swapped)
     }
-}
-
-fn read_component(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })
 }

@@ -101,6 +101,28 @@ impl self::taskflow::auth::host::Host for StoreState {
     }
 }
 
+/// A component file as read from disk, with its digest.
+pub(super) struct ComponentFile {
+    pub(super) path: PathBuf,
+    pub(super) bytes: Vec<u8>,
+    /// Hex SHA-256 of `bytes`.
+    pub(super) sha256: String,
+}
+
+impl ComponentFile {
+    pub(super) fn read(path: &Path) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            bytes,
+        })
+    }
+}
+
 /// A ready instance and the store it lives in.
 struct ReadyInstance {
     store: Store<StoreState>,
@@ -115,7 +137,7 @@ pub(super) struct Sandbox {
     linker: Linker<StoreState>,
     limits: SandboxLimits,
     deadline_ticks: u64,
-    running: Arc<tokio::sync::Semaphore>,
+    running: tokio::sync::Semaphore,
     cache_dir: Option<PathBuf>,
 }
 
@@ -135,7 +157,7 @@ impl Sandbox {
             engine,
             linker,
             deadline_ticks: limits.call_deadline.div_duration_f64(EPOCH_TICK).ceil() as u64 + 1,
-            running: Arc::new(tokio::sync::Semaphore::new(limits.max_instances.max(1))),
+            running: tokio::sync::Semaphore::new(limits.max_instances.max(1)),
             limits,
             cache_dir,
         })
@@ -157,16 +179,15 @@ pub(super) struct PolicyRuntime {
 const DEGRADED_AFTER_FAULTS: u32 = 3;
 
 impl PolicyRuntime {
-    /// Compiles `bytes` (the file at `path`), links it against the world,
-    /// and runs the self-check. Slow (compilation): keep off the request path.
+    /// Compiles `file`, links it against the world, and runs the
+    /// self-check. Slow (compilation): keep off the request path.
     pub(super) fn load(
         sandbox: &Arc<Sandbox>,
-        path: &Path,
-        bytes: &[u8],
+        file: &ComponentFile,
         settings: &PolicySettings,
         users: Arc<dyn UserDirectory>,
     ) -> Result<Self, LoadError> {
-        let sha256 = hex::encode(Sha256::digest(bytes));
+        let (path, bytes, sha256) = (file.path.as_path(), &file.bytes[..], file.sha256.clone());
         let component = compile(
             &sandbox.engine,
             path,

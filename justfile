@@ -42,10 +42,17 @@ lint: wasm-target
     cargo clippy --release --workspace --all-targets -- -D warnings
     cargo clippy --profile component --target wasm32-wasip2 -p policy-kit -p guest-auth -p guest-admin-delete -p hostile-policy -p lax-policy -p other-world -- -D warnings
 
-# Lint, build, then unit tests of both sides and the integration tests (last).
+# Lint, build, then unit tests of both sides and the integration tests
+# (last), on SQLite and then on a throwaway PostgreSQL server.
 test: lint build test-components
     cargo test --release --workspace --lib --bins
     cargo test --release -p taskflow --test api
+    just test-postgres
+
+# The integration tests on PostgreSQL: installs it from Debian's packages if
+# missing, runs a throwaway server on loopback, stops it afterwards.
+test-postgres: build test-components
+    scripts/with-postgres cargo test --release -p taskflow --test api
 
 # Benchmarks: policy calls vs native code (criterion), the server under wrk,
 # start-up and swap times. Writes docs/benchmarks.md.

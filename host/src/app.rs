@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, header};
 use axum::routing::{get, post};
+use axum::{Router, middleware};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -15,6 +15,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
 use crate::policy::PolicyHandle;
 use crate::routes::{health, tasks, token, users};
 use crate::storage::Database;
@@ -26,6 +27,20 @@ pub struct AppState {
     pub db: Database,
     pub policy: PolicyHandle,
     pub logins: Arc<LoginThrottle>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State for a server on `db` with `policy`, counting into fresh metrics.
+    pub fn new(db: Database, policy: PolicyHandle, logins: LoginThrottle) -> Self {
+        let metrics = Arc::new(Metrics::new(policy.clone()));
+        Self {
+            db,
+            policy,
+            logins: Arc::new(logins),
+            metrics,
+        }
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -47,6 +62,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     );
     router
         .route("/health", get(health::health))
+        .route("/metrics", get(health::metrics))
         .route("/token", post(token::issue_token))
         .route("/users/me", get(users::me))
         .route("/tasks", get(tasks::list).post(tasks::create))
@@ -57,6 +73,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .merge(crate::openapi::routes())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            metrics::track_requests,
+        ))
         .with_state(state)
         // Handlers read bodies themselves with their own limits; this is the
         // backstop for anything that does not.

@@ -4,6 +4,7 @@
 //! before any body extractor, authentication precedes reading the body.
 
 use std::marker::PhantomData;
+use std::time::Instant;
 
 use axum::extract::{FromRef, FromRequestParts, MatchedPath};
 use axum::http::header::AUTHORIZATION;
@@ -11,6 +12,7 @@ use axum::http::request::Parts;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::metrics::Decision;
 use crate::policy::{AccessRequest, Denial, Principal};
 
 /// What a route requires of a token.
@@ -25,6 +27,8 @@ pub struct AnyToken;
 pub struct ReadTasks;
 /// `tasks:write`.
 pub struct WriteTasks;
+/// `metrics:read`.
+pub struct ReadMetrics;
 
 impl RouteAccess for AnyToken {
     const SCOPES: &'static [&'static str] = &[];
@@ -34,6 +38,9 @@ impl RouteAccess for ReadTasks {
 }
 impl RouteAccess for WriteTasks {
     const SCOPES: &'static [&'static str] = &["tasks:write"];
+}
+impl RouteAccess for ReadMetrics {
+    const SCOPES: &'static [&'static str] = &["metrics:read"];
 }
 
 /// The principal of a request the policy allowed for route access `A`.
@@ -67,7 +74,17 @@ where
             route,
             required_scopes: A::SCOPES,
         };
-        match state.policy.decide_access(&request)? {
+        let started = Instant::now();
+        let decision = state.policy.decide_access(&request);
+        let counted = match &decision {
+            Ok(Ok(_)) => Decision::Allowed,
+            Ok(Err(Denial::NoCredentials)) => Decision::Denied("no_credentials"),
+            Ok(Err(Denial::InvalidToken(_))) => Decision::Denied("invalid_token"),
+            Ok(Err(Denial::InsufficientScope(_))) => Decision::Denied("insufficient_scope"),
+            Err(_) => Decision::Failed,
+        };
+        state.metrics.record_decision(counted, started.elapsed());
+        match decision? {
             Ok(principal) => Ok(Authorized {
                 principal,
                 _access: PhantomData,

@@ -1,6 +1,7 @@
 //! `taskflow user ...`: user administration against the same database and
-//! policy settings as `serve`, safe to run while the server runs; and
-//! `taskflow auth ...`: the running server's policy, over the admin socket.
+//! policy settings as `serve`, safe to run while the server runs;
+//! `taskflow auth ...`: the running server's policy, over the admin socket;
+//! `taskflow config ...`: the effective settings, shown or checked.
 
 use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
@@ -8,16 +9,18 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 use crate::admin;
-use crate::config::{AuthCommand, SettingsArgs, UserCommand};
+use crate::config::file::{Loaded, Source};
+use crate::config::{AuthCommand, ConfigCommand, SecretSource, SettingsArgs, UserCommand};
 use crate::policy::{PolicyHandle, UserDirectory, UserRecord};
 use crate::startup::open_database;
+use crate::storage::Database;
 
-pub async fn user(settings: &SettingsArgs, command: UserCommand) -> anyhow::Result<()> {
+pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Result<()> {
     let db = open_database(settings).await?;
     match command {
         UserCommand::Add { username, scopes } => {
-            check_username(&username)?;
-            let scopes = parse_scopes(&scopes)?;
+            check_username(username)?;
+            let scopes = parse_scopes(scopes)?;
             let password = read_password()?;
             // The component hashes, so the hash is exactly what it will check.
             let policy = PolicyHandle::load(
@@ -26,7 +29,7 @@ pub async fn user(settings: &SettingsArgs, command: UserCommand) -> anyhow::Resu
                 Arc::new(NoUsers),
             )?;
             let hash = policy.hash_password(password).await?;
-            db.add_user(&username, &hash, &scopes).await?;
+            db.add_user(username, &hash, &scopes).await?;
             println!("added user {username} with scopes [{}]", scopes.join(" "));
         }
         UserCommand::List => {
@@ -35,7 +38,7 @@ pub async fn user(settings: &SettingsArgs, command: UserCommand) -> anyhow::Resu
             }
         }
         UserCommand::Remove { username } => {
-            if !db.remove_user(&username).await? {
+            if !db.remove_user(username).await? {
                 bail!("no user named {username}");
             }
             println!("removed user {username} and their tasks");
@@ -44,7 +47,7 @@ pub async fn user(settings: &SettingsArgs, command: UserCommand) -> anyhow::Resu
     Ok(())
 }
 
-pub async fn auth(settings: &SettingsArgs, command: AuthCommand) -> anyhow::Result<()> {
+pub async fn auth(settings: &SettingsArgs, command: &AuthCommand) -> anyhow::Result<()> {
     let command = match command {
         AuthCommand::Reload => "reload",
         AuthCommand::Status => "status",
@@ -61,6 +64,168 @@ pub async fn auth(settings: &SettingsArgs, command: AuthCommand) -> anyhow::Resu
         );
     }
     Ok(())
+}
+
+pub async fn config(loaded: &Loaded, command: &ConfigCommand) -> anyhow::Result<()> {
+    let settings = &loaded.cli.settings;
+    match command {
+        ConfigCommand::Show => {
+            print!("{}", show_settings(loaded));
+            Ok(())
+        }
+        ConfigCommand::Check => check_settings(settings).await,
+    }
+}
+
+/// The effective settings as a TOML file would hold them, each with its
+/// source; unset paths show what they default to. Passwords in the
+/// database URL are masked, and the signing secret is named, never shown.
+fn show_settings(loaded: &Loaded) -> String {
+    let settings = &loaded.cli.settings;
+    let mut out = String::from(
+        "# Effective settings: a flag wins over a TASKFLOW_* variable, which wins over\n\
+         # the config file, which wins over the default.\n",
+    );
+    for (name, value, source) in &loaded.settings {
+        let derived = match name.as_str() {
+            "database_url" => Some(settings.database_url()),
+            "auth_component" => settings
+                .policy_config()
+                .ok()
+                .map(|c| c.component.display().to_string()),
+            "component_cache_dir" => settings
+                .policy_config()
+                .ok()
+                .and_then(|c| c.cache_dir)
+                .map(|d| d.display().to_string()),
+            "admin_socket" => Some(settings.admin_socket().display().to_string()),
+            _ => None,
+        };
+        let source = match source {
+            Source::Flag => "flag".to_owned(),
+            Source::Environment(variable) => format!("environment, {variable}"),
+            Source::File => "config file".to_owned(),
+            Source::Default if value.is_none() && derived.is_some() => {
+                "default, derived".to_owned()
+            }
+            Source::Default => "default".to_owned(),
+        };
+        match value.clone().or(derived) {
+            Some(value) => {
+                let value = if name == "database_url" {
+                    mask_password(&value)
+                } else {
+                    value
+                };
+                out += &format!("{name} = {}  # {source}\n", toml_value(&value));
+            }
+            None => out += &format!("# {name} is not set\n"),
+        }
+    }
+    let secret = settings.secret_source();
+    let state = match &secret {
+        SecretSource::Generated(path) if !path.exists() => " (created at first start)",
+        _ => "",
+    };
+    out += &format!("# signing secret: from {secret}{state}\n");
+    out
+}
+
+/// What `serve` would need, checked without serving: settings, secret,
+/// database, component. Prints a line per check.
+async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
+    let config = settings.policy_config()?;
+    let secret = settings.existing_signing_secret()?;
+    match &secret {
+        Some(secret) => println!(
+            "ok: signing secret from {} ({} bytes)",
+            settings.secret_source(),
+            secret.len()
+        ),
+        None => println!(
+            "ok: signing secret will be generated: {}",
+            settings.secret_source()
+        ),
+    }
+    // A secret that does not exist yet is stood in for by a random one:
+    // the component only has to show it can sign and verify.
+    let secret = match secret {
+        Some(secret) => secret,
+        None => {
+            let mut stand_in = vec![0u8; 32];
+            getrandom::fill(&mut stand_in).context("no randomness")?;
+            stand_in
+        }
+    };
+    let policy_settings = settings.policy_settings_with(secret)?;
+    println!(
+        "ok: tokens from issuer {:?} for audience {:?}, valid {} s",
+        policy_settings.issuer,
+        policy_settings.audience,
+        policy_settings.token_ttl.as_secs()
+    );
+    let url = settings.database_url();
+    let database = Database::probe(&url)
+        .await
+        .with_context(|| format!("database {}", mask_password(&url)))?;
+    println!("ok: database {} ({database})", mask_password(&url));
+    let policy = PolicyHandle::load(&config, policy_settings, Arc::new(NoUsers))
+        .with_context(|| format!("auth component {}", config.component.display()))?;
+    let info = policy.info();
+    println!(
+        "ok: auth component {} {} ({}), sha256 {}: compiled and self-checked",
+        info.name,
+        info.version,
+        info.path.display(),
+        info.sha256
+    );
+    Ok(())
+}
+
+/// `scheme://user:password@host/...` with the password replaced by `****`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:****")
+            } else {
+                user.to_owned()
+            };
+            let query_masked = mask_query_password(path);
+            format!("{scheme}://{masked}@{host}{query_masked}")
+        }
+        None => format!("{scheme}://{authority}{}", mask_query_password(path)),
+    }
+}
+
+/// `?password=...` in a URL's query, masked too.
+fn mask_query_password(path_and_query: &str) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=****"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+/// A whole number as a TOML integer, anything else as a TOML string.
+fn toml_value(value: &str) -> String {
+    if value.parse::<i64>().is_ok() {
+        value.to_owned()
+    } else {
+        toml::Value::String(value.to_owned()).to_string()
+    }
 }
 
 /// Usernames become a token's `sub`: printable, no spaces, 1 to 64 characters.
@@ -122,6 +287,32 @@ impl UserDirectory for NoUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_passwords_are_masked() {
+        assert_eq!(
+            mask_password("postgres://tf:s3cret@db:5432/tf?sslmode=require"),
+            "postgres://tf:****@db:5432/tf?sslmode=require"
+        );
+        assert_eq!(
+            mask_password("postgres://db/tf?user=tf&password=s3cret"),
+            "postgres://db/tf?user=tf&password=****"
+        );
+        assert_eq!(mask_password("postgres://tf@db/tf"), "postgres://tf@db/tf");
+        assert_eq!(
+            mask_password("sqlite://./data/t.db"),
+            "sqlite://./data/t.db"
+        );
+    }
+
+    #[test]
+    fn shown_values_are_toml() {
+        assert_eq!(toml_value("1800"), "1800");
+        for text in ["a \"b\"", "it's", "C:\\data", "127.0.0.1:8080"] {
+            let table: toml::Table = format!("k = {}", toml_value(text)).parse().unwrap();
+            assert_eq!(table["k"].as_str(), Some(text));
+        }
+    }
 
     #[test]
     fn usernames() {

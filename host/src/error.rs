@@ -58,6 +58,25 @@ impl From<PolicyFailure> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The `error` code of the answer's body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::OAuth { code, .. } | ApiError::PayloadTooLarge { code, .. } => code,
+            ApiError::NoCredentials => "unauthorized",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::InsufficientScope(_) => "insufficient_scope",
+            ApiError::InvalidQuery(_) => "invalid_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::TooManyAttempts(_) => "too_many_attempts",
+            ApiError::Unavailable(_) => "temporarily_unavailable",
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry_after = match self {
@@ -65,13 +84,11 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) => Some(1),
             _ => None,
         };
-        let (status, code, description, challenge) = match self {
-            ApiError::OAuth { code, description } => {
-                (StatusCode::BAD_REQUEST, code, description, None)
-            }
+        let code = self.code();
+        let (status, description, challenge) = match self {
+            ApiError::OAuth { description, .. } => (StatusCode::BAD_REQUEST, description, None),
             ApiError::NoCredentials => (
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
                 "a Bearer token is required".to_owned(),
                 Some(format!("Bearer realm=\"{REALM}\"")),
             ),
@@ -80,12 +97,7 @@ impl IntoResponse for ApiError {
                     "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
                     quotable(&reason)
                 );
-                (
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_token",
-                    reason,
-                    Some(challenge),
-                )
+                (StatusCode::UNAUTHORIZED, reason, Some(challenge))
             }
             ApiError::InsufficientScope(scopes) => {
                 let scopes = scopes.join(" ");
@@ -94,52 +106,30 @@ impl IntoResponse for ApiError {
                     quotable(&scopes)
                 );
                 let description = format!("this route requires the scope `{scopes}`");
-                (
-                    StatusCode::FORBIDDEN,
-                    "insufficient_scope",
-                    description,
-                    Some(challenge),
-                )
+                (StatusCode::FORBIDDEN, description, Some(challenge))
             }
-            ApiError::InvalidQuery(description) => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                description,
-                None,
-            ),
-            ApiError::NotFound(what) => (
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{what} not found"),
-                None,
-            ),
+            ApiError::InvalidQuery(description) => (StatusCode::BAD_REQUEST, description, None),
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found"), None),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
                 "this route does not accept that method".to_owned(),
                 None,
             ),
-            ApiError::PayloadTooLarge { limit, code } => (
+            ApiError::PayloadTooLarge { limit, .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                code,
                 format!("the body exceeds {limit} bytes"),
                 None,
             ),
             ApiError::RequestTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
                 "the body did not arrive in time".to_owned(),
                 None,
             ),
-            ApiError::InvalidBody(description) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                description,
-                None,
-            ),
+            ApiError::InvalidBody(description) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, description, None)
+            }
             ApiError::TooManyAttempts(retry_after) => (
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
                 format!("too many failed logins; retry in {retry_after} s"),
                 None,
             ),
@@ -147,7 +137,6 @@ impl IntoResponse for ApiError {
                 tracing::error!(%detail, "request failed: service unavailable");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
                     "the service is temporarily unavailable; try again".to_owned(),
                     None,
                 )

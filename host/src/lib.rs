@@ -12,6 +12,7 @@
 //! - [`storage`]: users and tasks in SQLite; [`task`]: the task model.
 //! - [`error`]: every error answer, mapped in one place.
 //! - [`throttle`]: brute-force limits on `/token`.
+//! - [`metrics`]: what is counted, for `GET /metrics`; [`telemetry`]: logs.
 //! - [`commands`]: `taskflow user ...` and `taskflow auth ...`.
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod metrics;
 pub mod openapi;
 pub mod policy;
 pub mod reload;

@@ -1,13 +1,22 @@
-//! The `taskflow` binary: parses the command line and runs one command.
+//! The `taskflow` binary: reads the command line, environment and config
+//! file, then runs one command.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use taskflow::config::{Cli, Command};
+use taskflow::config::Command;
+use taskflow::config::file::{self, LoadError};
 use taskflow::{commands, startup, telemetry};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let loaded = match file::load() {
+        Ok(loaded) => loaded,
+        Err(LoadError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = &loaded.cli;
     telemetry::init(cli.settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -20,10 +29,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve { listen } => startup::serve(&cli.settings, listen).await,
+        match &cli.command {
+            Command::Serve => startup::serve(&cli.settings).await,
             Command::User(command) => commands::user(&cli.settings, command).await,
             Command::Auth(command) => commands::auth(&cli.settings, command).await,
+            Command::Config(command) => commands::config(&loaded, command).await,
         }
     });
     match result {

@@ -23,13 +23,14 @@ use crate::routes::{health, tasks, token, users};
         tasks::update,
         tasks::delete,
         health::health,
+        health::metrics,
     ),
     modifiers(&PasswordFlow),
     tags(
         (name = "auth", description = "Tokens"),
         (name = "tasks", description = "Your tasks"),
         (name = "users", description = "Who you are"),
-        (name = "operations", description = "Health"),
+        (name = "operations", description = "Health and metrics"),
     )
 )]
 pub struct ApiDoc;
@@ -42,6 +43,7 @@ impl Modify for PasswordFlow {
         let scopes = Scopes::from_iter([
             ("tasks:read", "Read your tasks"),
             ("tasks:write", "Create, change and delete your tasks"),
+            ("metrics:read", "Read the server's metrics"),
         ]);
         let scheme = OAuth2::with_description(
             [Flow::Password(Password::new("/token", scopes))],

@@ -22,7 +22,7 @@ pub async fn open_database(settings: &SettingsArgs) -> anyhow::Result<Database> 
             settings.data_dir.display()
         )
     })?;
-    Database::connect(&settings.database_url())
+    Database::connect(&settings.database_url(), settings.pool_settings())
         .await
         .context("cannot open the database")
 }
@@ -39,7 +39,8 @@ pub fn load_policy(settings: &SettingsArgs, db: &Database) -> anyhow::Result<Pol
 }
 
 /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
-pub async fn serve(settings: &SettingsArgs, listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
+    let listen = settings.listen;
     let db = open_database(settings).await?;
     let policy = load_policy(settings, &db)?;
     let info = policy.info();
@@ -63,9 +64,9 @@ pub async fn serve(settings: &SettingsArgs, listen: SocketAddr) -> anyhow::Resul
     let shutdown = shutdown_signal()?;
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");
-    let logins = Arc::new(LoginThrottle::new(settings.login_limits()));
+    let logins = LoginThrottle::new(settings.login_limits());
     let app = app::router(
-        AppState { db, policy, logins },
+        AppState::new(db, policy, logins),
         app::HttpLimits {
             body_timeout: settings.body_timeout(),
         },

@@ -1,5 +1,9 @@
 //! Starts the real `taskflow` binary with the real policy component on a
 //! fresh data directory and a free loopback port, and talks to it over HTTP.
+//!
+//! The database is a SQLite file in the data directory, or, when
+//! `TASKFLOW_TEST_POSTGRES_URL` names a PostgreSQL server (as
+//! `scripts/with-postgres` sets it), a fresh database of its own on it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -54,6 +58,8 @@ pub struct Options {
     /// `None`: no TASKFLOW_JWT_SECRET, so the server generates one.
     pub secret: Option<String>,
     pub component: PathBuf,
+    /// `None`: the server's default, a SQLite file in its data directory.
+    pub database_url: Option<String>,
     pub extra_env: Vec<(String, String)>,
 }
 
@@ -62,9 +68,47 @@ impl Default for Options {
         Self {
             secret: Some(SECRET.into()),
             component: component_path(),
+            database_url: test_postgres().map(|server| fresh_postgres_database(&server)),
             extra_env: Vec::new(),
         }
     }
+}
+
+/// The PostgreSQL server the suite runs against, if any.
+pub fn test_postgres() -> Option<String> {
+    std::env::var("TASKFLOW_TEST_POSTGRES_URL").ok()
+}
+
+/// Creates an empty database on the server at `server_url` and returns its URL.
+pub fn fresh_postgres_database(server_url: &str) -> String {
+    use sqlx::{Connection, Executor};
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "taskflow_test_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let server = server_url.to_owned();
+    let statement = format!("CREATE DATABASE {name}");
+    // Options are built outside any runtime (and inside one), so this gets its own.
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut connection = sqlx::PgConnection::connect(&server).await.unwrap();
+                connection.execute(statement.as_str()).await.unwrap();
+            });
+    })
+    .join()
+    .unwrap();
+    let (base, _) = server_url.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
 }
 
 /// A running server; killed when dropped.
@@ -242,6 +286,9 @@ fn taskflow(data: &Path, options: &Options) -> Command {
         .env("NO_COLOR", "1");
     if let Some(secret) = &options.secret {
         command.env("TASKFLOW_JWT_SECRET", secret);
+    }
+    if let Some(url) = &options.database_url {
+        command.env("TASKFLOW_DATABASE_URL", url);
     }
     for (name, value) in &options.extra_env {
         command.env(name, value);

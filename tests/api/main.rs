@@ -1,11 +1,13 @@
 //! Integration tests: the real `taskflow` binary with the real policy
-//! component, on a fresh SQLite file each, over real HTTP on 127.0.0.1.
+//! component, on a fresh SQLite file each (or a fresh PostgreSQL database
+//! each, under `scripts/with-postgres`), over real HTTP on 127.0.0.1.
 
 mod harness;
 
 mod docs;
 mod interop;
 mod lifecycle;
+mod operations;
 mod protected;
 mod sandbox;
 mod swap;

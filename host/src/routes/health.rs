@@ -1,9 +1,14 @@
-//! `GET /health`: liveness and the active policy component.
+//! `GET /health`: liveness and the active policy component; `GET /metrics`.
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 
 use crate::app::AppState;
+use crate::auth::{Authorized, ReadMetrics};
+use crate::error::ErrorBody;
+use crate::metrics;
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -43,4 +48,26 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             refused_candidates: status.refused,
         },
     })
+}
+
+/// Counters and latency histograms in the Prometheus (OpenMetrics) text
+/// format: requests by route and status, auth decisions by outcome and
+/// reason, component call latency, token grants by outcome, brute-force
+/// refusals, the active component and its swap counters.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security(("oauth2" = ["metrics:read"])),
+    responses(
+        (status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
+        (status = 401, description = "no token, or an invalid one", body = ErrorBody),
+        (status = 403, description = "the token lacks `metrics:read`", body = ErrorBody),
+        (status = 503, description = "the auth component failed", body = ErrorBody),
+    ))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    _: Authorized<ReadMetrics>,
+) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render(),
+    )
 }

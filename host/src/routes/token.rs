@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::metrics::ComponentCall;
 use crate::policy::GrantRefusal;
 
 /// The contract's cap on a token request body.
@@ -63,6 +64,19 @@ pub async fn issue_token(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let answer = grant(&state, client, request).await;
+    state.metrics.record_token_request(match &answer {
+        Ok(_) => "issued",
+        Err(e) => e.code(),
+    });
+    answer
+}
+
+async fn grant(
+    state: &AppState,
+    client: SocketAddr,
+    request: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     if !is_form(&parts.headers) {
         return Err(oauth(
@@ -100,12 +114,18 @@ pub async fn issue_token(
 
     // Past the limit the password is not even checked.
     if let Err(wait) = state.logins.check(&username, client.ip(), Instant::now()) {
+        state.metrics.record_login_refusal();
         return Err(ApiError::TooManyAttempts(wait.as_secs_f64().ceil() as u64));
     }
+    let started = Instant::now();
     let outcome = state
         .policy
         .issue_token(username.clone(), password, scopes)
-        .await?;
+        .await;
+    state
+        .metrics
+        .record_call(ComponentCall::IssueToken, started.elapsed());
+    let outcome = outcome?;
     match &outcome {
         Err(GrantRefusal::InvalidGrant) => {
             state

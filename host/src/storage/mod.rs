@@ -1,25 +1,28 @@
-//! The host's storage: users and tasks, in SQLite through `sqlx`.
+//! The host's storage: users and tasks, in SQLite (embedded, the default) or
+//! PostgreSQL (shared by several replicas), through `sqlx`'s `Any` driver.
 //!
-//! Queries are plain SQL chosen to run unchanged on PostgreSQL later; the
-//! schema comes from the migrations embedded in the binary, run at start.
+//! Queries are plain SQL that runs unchanged on both (`$n` parameters,
+//! `RETURNING`, text timestamps); each backend has its own migrations,
+//! embedded in the binary and run at start. On PostgreSQL the migrator holds
+//! an advisory lock, so replicas starting together apply each migration once.
 
 mod tasks;
 mod users;
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
 
 pub use users::StoredUser;
 
-/// How long a statement waits for another writer before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("unsupported database URL (expected sqlite://PATH)")]
+    #[error("unsupported database URL (expected sqlite://PATH or postgres://...)")]
     UnsupportedUrl,
     #[error("user `{0}` already exists")]
     UserExists(String),
@@ -29,34 +32,142 @@ pub enum StorageError {
     Migration(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Which database a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> Result<Self, StorageError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StorageError::UnsupportedUrl)
+        }
+    }
+
+    fn migrations(self) -> &'static Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        })
+    }
+}
+
+/// How the connection pool behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSettings {
+    /// Most connections this process opens.
+    pub max_connections: u32,
+    /// Longest a request waits for a connection, and longest one statement
+    /// may run (PostgreSQL `statement_timeout`; SQLite: wait for a writer).
+    /// Past either, the request gets 503.
+    pub timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// A pool of connections to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Database {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Database {
-    /// Connects (creating the SQLite file if needed) and runs migrations.
-    pub async fn connect(url: &str) -> Result<Self, StorageError> {
-        if !url.starts_with("sqlite:") {
-            return Err(StorageError::UnsupportedUrl);
-        }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            // WAL lets readers proceed while one writer commits, and with
-            // NORMAL sync a committed write survives a crash of this process.
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+    /// Connects (creating a SQLite file if needed) and runs migrations.
+    pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StorageError> {
+        let db = Self::open(url, settings, true).await?;
+        db.backend.migrations().run(&db.pool).await?;
+        Ok(db)
     }
+
+    /// Connects to an existing database and runs one query, changing
+    /// nothing; a SQLite file that does not exist yet is reported, not made.
+    pub async fn probe(url: &str) -> Result<String, StorageError> {
+        if Backend::of(url)? == Backend::Sqlite && !sqlite_file_exists(url) {
+            return Ok("SQLite, created at first start".into());
+        }
+        let db = Self::open(url, PoolSettings::default(), false).await?;
+        db.pool.execute("SELECT 1").await?;
+        let applied = db
+            .backend
+            .migrations()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .count();
+        Ok(format!(
+            "{}, reachable; {applied} migrations embedded",
+            db.backend
+        ))
+    }
+
+    async fn open(url: &str, settings: PoolSettings, create: bool) -> Result<Self, StorageError> {
+        install_default_drivers();
+        let backend = Backend::of(url)?;
+        let url = match backend {
+            // `mode=rwc` creates the file; the caller's own options win.
+            Backend::Sqlite if create && !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let timeout_ms = settings.timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let setup = match backend {
+                        // WAL lets readers proceed while one writer commits,
+                        // and with NORMAL sync a committed write survives a
+                        // crash of this process.
+                        Backend::Sqlite => format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {timeout_ms}"
+                        ),
+                        Backend::Postgres => format!("SET statement_timeout = {timeout_ms}"),
+                    };
+                    conn.execute(setup.as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+fn sqlite_file_exists(url: &str) -> bool {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    path == ":memory:" || std::path::Path::new(path).exists()
 }
 
 /// The current time as stored: RFC 3339, UTC.
@@ -70,5 +181,10 @@ fn now() -> String {
 pub(crate) async fn test_database() -> (Database, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    (Database::connect(&url).await.unwrap(), dir)
+    (
+        Database::connect(&url, PoolSettings::default())
+            .await
+            .unwrap(),
+        dir,
+    )
 }

@@ -1,8 +1,11 @@
-//! Command line, environment and the settings derived from them.
+//! Command line, environment, config file and the settings derived from them.
 //!
-//! Every setting has a flag and a `TASKFLOW_*` variable (the flag wins), except
-//! the signing secret, which is read from the environment or a file only, so
-//! it never shows in a process list or in `--help`.
+//! Every setting has a flag, a `TASKFLOW_*` variable and a key in the optional
+//! TOML file ([`file`]); the flag wins over the variable, which wins over the
+//! file. The signing secret itself is read from the environment or a file of
+//! its own only, so it never shows in a process list, `--help` or a config file.
+
+pub mod file;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,10 +16,13 @@ use sha2::{Digest, Sha256};
 
 use crate::files;
 use crate::policy::{PolicyConfig, PolicySettings, SandboxLimits, SigningKey};
+use crate::storage::PoolSettings;
 use crate::throttle::LoginLimits;
 
 /// Where `just build` puts the default policy component.
 const BUILT_COMPONENT: &str = "target/wasm32-wasip2/component/guest_auth.wasm";
+/// The variable that may hold the signing secret itself.
+const SECRET_VARIABLE: &str = "TASKFLOW_JWT_SECRET";
 /// Name of the generated signing secret inside the data directory.
 const SECRET_FILE: &str = "jwt-secret";
 /// HS256 keys shorter than the hash output are refused (RFC 7518 §3.2).
@@ -28,7 +34,14 @@ const MAX_LEEWAY_SECONDS: u64 = 60;
 #[command(
     name = "taskflow",
     version,
-    about = "Task API whose authentication policy runs in a WebAssembly component"
+    about = "Task API whose authentication policy runs in a WebAssembly component",
+    after_help = "Every option can also be set by its TASKFLOW_* variable or in the TOML file \
+        named by --config, under its name with underscores (data_dir = \"/var/lib/taskflow\"). \
+        A flag wins over a variable, a variable over the file.\n\
+        The signing secret comes from TASKFLOW_JWT_SECRET, the file named by \
+        --jwt-secret-file, or one generated in the data directory.",
+    subcommand_required = true,
+    arg_required_else_help = true
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -39,18 +52,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "TASKFLOW_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-    },
+    /// Serve the HTTP API (until SIGINT or SIGTERM).
+    Serve,
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
     /// Manage the auth policy of a running server.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Show or check the effective settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective settings and where each comes from, secrets masked.
+    Show,
+    /// Check the settings, the signing secret, the database and the auth
+    /// component (compiled and self-checked) without serving; exits non-zero
+    /// on the first problem.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +87,7 @@ pub enum AuthCommand {
 pub enum UserCommand {
     /// Add a user; the password is read from standard input (one line).
     Add {
+        /// The name the user logs in with: 1 to 64 characters, no spaces.
         username: String,
         /// Space-separated scopes, e.g. "tasks:read tasks:write".
         #[arg(long, default_value = "")]
@@ -73,7 +96,10 @@ pub enum UserCommand {
     /// List users and their scopes.
     List,
     /// Remove a user and their tasks.
-    Remove { username: String },
+    Remove {
+        /// The user to remove.
+        username: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -85,6 +111,17 @@ pub enum LogFormat {
 /// Settings shared by every subcommand, so `user add` sees what `serve` sees.
 #[derive(Debug, Args)]
 pub struct SettingsArgs {
+    /// TOML file of settings, under the options' names with underscores.
+    #[arg(long, env = "TASKFLOW_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address `serve` listens on.
+    #[arg(
+        long,
+        env = "TASKFLOW_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
     /// Directory for the database, generated secret and compiled-component cache.
     #[arg(
         long,
@@ -93,9 +130,27 @@ pub struct SettingsArgs {
         global = true
     )]
     pub data_dir: PathBuf,
-    /// Database URL [default: sqlite://DATA_DIR/taskflow.db].
+    /// Database URL: sqlite://PATH or postgres://USER:PASSWORD@HOST/DB
+    /// [default: sqlite://DATA_DIR/taskflow.db].
     #[arg(long, env = "TASKFLOW_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// Most database connections this process opens.
+    #[arg(
+        long,
+        env = "TASKFLOW_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 8,
+        global = true
+    )]
+    pub database_max_connections: u32,
+    /// Longest a request waits for a database connection or one statement
+    /// runs, in milliseconds; past it, 503.
+    #[arg(
+        long,
+        env = "TASKFLOW_DATABASE_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub database_timeout_ms: u64,
     /// Auth policy component (.wasm) [default: the one `just build` makes].
     #[arg(long, env = "TASKFLOW_AUTH_COMPONENT", global = true)]
     pub auth_component: Option<PathBuf>,
@@ -123,7 +178,7 @@ pub struct SettingsArgs {
         global = true
     )]
     pub audience: String,
-    /// Access-token lifetime in seconds.
+    /// Access-token lifetime in seconds (1 to 4294967295).
     #[arg(
         long,
         env = "TASKFLOW_TOKEN_TTL",
@@ -236,6 +291,14 @@ impl SettingsArgs {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("taskflow.db").display()))
     }
 
+    /// Connection pool size and timeouts (zeros are raised to one).
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.database_max_connections.max(1),
+            timeout: Duration::from_millis(self.database_timeout_ms.max(1)),
+        }
+    }
+
     /// Brute-force limits of `/token` (zero limits are raised to one).
     pub fn login_limits(&self) -> LoginLimits {
         LoginLimits {
@@ -293,6 +356,11 @@ impl SettingsArgs {
 
     /// Token settings and the signing key, validated.
     pub fn policy_settings(&self) -> Result<PolicySettings, ConfigError> {
+        self.check_token_settings()?;
+        self.policy_settings_with(self.signing_secret()?)
+    }
+
+    fn check_token_settings(&self) -> Result<(), ConfigError> {
         if self.issuer.trim().is_empty() || self.audience.trim().is_empty() {
             return Err(ConfigError::Invalid(
                 "issuer and audience must not be empty".into(),
@@ -309,7 +377,12 @@ impl SettingsArgs {
                 "leeway must be at most {MAX_LEEWAY_SECONDS} seconds"
             )));
         }
-        let secret = self.signing_secret()?;
+        Ok(())
+    }
+
+    /// Token settings, validated, signing with `secret`.
+    pub fn policy_settings_with(&self, secret: Vec<u8>) -> Result<PolicySettings, ConfigError> {
+        self.check_token_settings()?;
         Ok(PolicySettings {
             signing_keys: vec![SigningKey {
                 kid: key_id(&secret),
@@ -322,15 +395,36 @@ impl SettingsArgs {
         })
     }
 
+    /// Where the signing secret comes from.
+    pub fn secret_source(&self) -> SecretSource {
+        if std::env::var_os(SECRET_VARIABLE).is_some() {
+            SecretSource::Environment
+        } else if let Some(path) = &self.jwt_secret_file {
+            SecretSource::File(path.clone())
+        } else {
+            SecretSource::Generated(self.data_dir.join(SECRET_FILE))
+        }
+    }
+
+    /// The signing secret, without generating one: `Ok(None)` when it would be.
+    pub fn existing_signing_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        match self.secret_source() {
+            SecretSource::Generated(path) if !path.exists() => Ok(None),
+            _ => self.signing_secret().map(Some),
+        }
+    }
+
     fn signing_secret(&self) -> Result<Vec<u8>, ConfigError> {
-        if let Some(secret) = std::env::var_os("TASKFLOW_JWT_SECRET") {
-            let secret = secret.into_encoded_bytes();
-            return check_length(secret, "TASKFLOW_JWT_SECRET");
-        }
-        if let Some(path) = &self.jwt_secret_file {
-            return read_secret_file(path);
-        }
-        let path = self.data_dir.join(SECRET_FILE);
+        let path = match self.secret_source() {
+            SecretSource::Environment => {
+                let secret = std::env::var_os(SECRET_VARIABLE)
+                    .unwrap_or_default()
+                    .into_encoded_bytes();
+                return check_length(secret, SECRET_VARIABLE);
+            }
+            SecretSource::File(path) => return read_secret_file(&path),
+            SecretSource::Generated(path) => path,
+        };
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh)
             .map_err(|e| ConfigError::Invalid(format!("no randomness for a secret: {e}")))?;
@@ -345,6 +439,27 @@ impl SettingsArgs {
             tracing::info!(file = %path.display(), "generated a new signing secret");
         }
         read_secret_file(&path)
+    }
+}
+
+/// Where the signing secret is read from (never what it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `TASKFLOW_JWT_SECRET`.
+    Environment,
+    /// The file named by `--jwt-secret-file`.
+    File(PathBuf),
+    /// Generated once into the data directory (this file).
+    Generated(PathBuf),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Environment => write!(f, "the {SECRET_VARIABLE} variable"),
+            SecretSource::File(path) => write!(f, "file {}", path.display()),
+            SecretSource::Generated(path) => write!(f, "generated file {}", path.display()),
+        }
     }
 }
 

@@ -1,0 +1,247 @@
+//! The optional TOML config file, the lowest layer under flags and
+//! `TASKFLOW_*` variables, and the record of where each setting came from.
+//!
+//! The file's values become the command line's defaults, so clap applies the
+//! precedence (flag, then variable, then default) and checks every value
+//! with the same parser as a flag's.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, parser::ValueSource};
+
+use super::{Cli, SettingsArgs};
+
+/// Why the command line or the config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A usage error, `--help` or `--version`: clap prints and exits.
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    #[error("config file {}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+}
+
+/// Where one setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Environment(String),
+    File,
+    Default,
+}
+
+/// The parsed command line, and where each setting came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub cli: Cli,
+    /// The settings in declaration order: name, value as given (if any), source.
+    pub settings: Vec<(String, Option<String>, Source)>,
+}
+
+/// Parses the process's command line, environment and config file.
+pub fn load() -> Result<Loaded, LoadError> {
+    load_from(std::env::args_os())
+}
+
+/// Parses `args` (program name first) with the process's environment.
+pub fn load_from<I, T>(args: I) -> Result<Loaded, LoadError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let first = Cli::command().try_get_matches_from(&args)?;
+    let Some(path) = first.get_one::<PathBuf>("config").cloned() else {
+        return finish(&first, &BTreeSet::new());
+    };
+    let mut command = Cli::command();
+    let mut from_file = BTreeSet::new();
+    for (key, text) in read_table(&path)? {
+        let invalid = |message: String| LoadError::File {
+            path: path.clone(),
+            message,
+        };
+        let id = key.replace('-', "_");
+        match id.as_str() {
+            "config" => return Err(invalid("a config file cannot name another".into())),
+            "jwt_secret" => {
+                return Err(invalid(
+                    "the signing secret is never read from the config file; name a file \
+                     holding it with `jwt_secret_file`, or set TASKFLOW_JWT_SECRET"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        let Some(arg) = command
+            .get_arguments()
+            .find(|a| a.get_id() == id.as_str() && setting_ids().contains(&id))
+        else {
+            return Err(invalid(format!(
+                "unknown setting `{key}`; known settings: {}",
+                setting_ids().join(", ")
+            )));
+        };
+        // The value goes through the option's own parser, so a bad one is
+        // reported against the file rather than as a bad default.
+        let flag = format!("--{}={text}", arg.get_long().unwrap_or(id.as_str()));
+        clap::Command::new("taskflow")
+            .arg(arg.clone())
+            .try_get_matches_from(["taskflow", flag.as_str()])
+            .map_err(|e| invalid(format!("`{key}`: {}", clap_message(&e))))?;
+        command = command.mut_arg(id.as_str(), |a| a.default_value(text));
+        from_file.insert(id);
+    }
+    let matches = command.try_get_matches_from(&args)?;
+    finish(&matches, &from_file)
+}
+
+fn finish(matches: &ArgMatches, from_file: &BTreeSet<String>) -> Result<Loaded, LoadError> {
+    let cli = Cli::from_arg_matches(matches)?;
+    let command = Cli::command();
+    let settings = setting_ids()
+        .into_iter()
+        .map(|id| {
+            let value = matches.get_raw(&id).map(|values| {
+                values
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            let source = match matches.value_source(&id) {
+                Some(ValueSource::CommandLine) => Source::Flag,
+                Some(ValueSource::EnvVariable) => Source::Environment(
+                    command
+                        .get_arguments()
+                        .find(|a| a.get_id() == id.as_str())
+                        .and_then(|a| a.get_env())
+                        .map(|e| e.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                ),
+                _ if from_file.contains(&id) => Source::File,
+                _ => Source::Default,
+            };
+            (id, value, source)
+        })
+        .collect();
+    Ok(Loaded { cli, settings })
+}
+
+/// The names of every setting (the global options), in declaration order.
+fn setting_ids() -> Vec<String> {
+    SettingsArgs::augment_args(clap::Command::new("settings"))
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect()
+}
+
+/// The file's top-level keys with their values as command-line text.
+fn read_table(path: &Path) -> Result<Vec<(String, String)>, LoadError> {
+    let invalid = |message: String| LoadError::File {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        invalid(e.message().to_owned() + &line_of(&text, e.span()))
+    })?;
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    return Err(invalid(format!(
+                        "`{key}` must be a string, number or boolean"
+                    )));
+                }
+            };
+            Ok((key, text))
+        })
+        .collect()
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|span| {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        format!(" (line {line})")
+    })
+    .unwrap_or_default()
+}
+
+/// Clap's message for a bad value, without its `error: ` prefix and usage.
+fn clap_message(e: &clap::Error) -> String {
+    let rendered = e.to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(contents: &str, extra: &[&str]) -> Result<Loaded, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("taskflow.toml");
+        std::fs::write(&path, contents).unwrap();
+        let mut args = vec!["taskflow", "--config", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend(["config", "show"]);
+        load_from(args)
+    }
+
+    fn source_of(loaded: &Loaded, id: &str) -> Source {
+        loaded
+            .settings
+            .iter()
+            .find(|(name, ..)| name == id)
+            .unwrap()
+            .2
+            .clone()
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let loaded = with_file(
+            "token_ttl = 600\nissuer = \"acme\"\nlog-format = \"json\"\n",
+            &["--issuer", "flagged"],
+        )
+        .unwrap();
+        let settings = &loaded.cli.settings;
+        assert_eq!(settings.token_ttl, 600);
+        assert_eq!(settings.issuer, "flagged");
+        assert!(matches!(settings.log_format, super::super::LogFormat::Json));
+        assert_eq!(source_of(&loaded, "token_ttl"), Source::File);
+        assert_eq!(source_of(&loaded, "issuer"), Source::Flag);
+        assert_eq!(source_of(&loaded, "leeway"), Source::Default);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let message = |contents: &str| with_file(contents, &[]).unwrap_err().to_string();
+        assert!(message("no_such = 1").contains("unknown setting `no_such`"));
+        assert!(message("token_ttl = \"soon\"").contains("`token_ttl`"));
+        assert!(message("token_ttl = [1]").contains("string, number or boolean"));
+        assert!(message("jwt_secret = \"x\"").contains("never read from the config file"));
+        assert!(message("issuer = ").contains("line 1"));
+        assert!(message("config = \"other.toml\"").contains("cannot name another"));
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let error = load_from([
+            "taskflow",
+            "--config",
+            "/nonexistent/t.toml",
+            "config",
+            "show",
+        ])
+        .unwrap_err();
+        assert!(matches!(error, LoadError::File { .. }), "{error}");
+    }
+}

@@ -43,11 +43,18 @@ lint: wasm-target
     cargo clippy --profile component --target wasm32-wasip2 -p policy-kit -p guest-auth -p guest-admin-delete -p hostile-policy -p lax-policy -p other-world -- -D warnings
 
 # Lint, build, then unit tests of both sides and the integration tests
-# (last), on SQLite and then on a throwaway PostgreSQL server.
-test: lint build test-components
+# (last): on SQLite, as real clients (Chromium on /docs, schemathesis), and
+# on a throwaway PostgreSQL server.
+test: lint build test-components test-tools
     cargo test --release --workspace --lib --bins
     cargo test --release -p taskflow --test api
+    cargo test --release -p taskflow --test clients
     just test-postgres
+
+# What the `clients` tests drive: Debian's chromium and chromium-driver, and
+# schemathesis and openapi-spec-validator from PyPI (in target/test-tools).
+test-tools:
+    scripts/test-tools
 
 # The integration tests on PostgreSQL: installs it from Debian's packages if
 # missing, runs a throwaway server on loopback, stops it afterwards.

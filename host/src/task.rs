@@ -40,6 +40,7 @@ impl Status {
 pub struct Task {
     pub id: i64,
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub title: String,
     pub description: Option<String>,
     pub status: Status,
@@ -55,9 +56,11 @@ pub struct Task {
 #[allow(dead_code)]
 pub struct NewTaskBody {
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     title: String,
     description: Option<String>,
     /// Default `todo`.
+    #[schema(nullable = false)]
     status: Option<Status>,
 }
 
@@ -66,8 +69,12 @@ pub struct NewTaskBody {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct TaskPatchBody {
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200, nullable = false)]
     title: Option<String>,
+    /// `null` clears it.
     description: Option<String>,
+    #[schema(nullable = false)]
     status: Option<Status>,
 }
 

@@ -29,8 +29,8 @@ pub struct TaskList {
 #[utoipa::path(get, path = "/tasks", tag = "tasks",
     security(("oauth2" = ["tasks:read"])),
     params(
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
-        ("offset" = Option<i64>, Query, description = "default 0"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50", minimum = 1, maximum = 200),
+        ("offset" = Option<i64>, Query, description = "default 0", minimum = 0),
     ),
     responses(
         (status = 200, body = TaskList),

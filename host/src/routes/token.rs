@@ -35,6 +35,7 @@ pub struct TokenResponse {
 #[allow(dead_code)]
 pub struct TokenForm {
     /// Must be `password`.
+    #[schema(pattern = "^password$", example = "password")]
     grant_type: String,
     username: String,
     password: String,

@@ -59,7 +59,7 @@ test-tools:
 # The integration tests on PostgreSQL: installs it from Debian's packages if
 # missing, runs a throwaway server on loopback, stops it afterwards.
 test-postgres: build test-components
-    scripts/with-postgres cargo test --release -p taskflow --test api
+    scripts/with-postgres bash -c "cargo test --release -p taskflow --test api && cargo test --release -p taskflow --test replicas"
 
 # Benchmarks: policy calls vs native code (criterion), the server under wrk,
 # start-up and swap times. Writes docs/benchmarks.md.

@@ -93,9 +93,15 @@ pub fn issue_token(
 }
 
 /// RFC 6750: decides whether a request's Bearer token grants the route.
+///
+/// The token's user is looked up on every decision, so a user removed (or
+/// stripped of a scope) is refused at once, by every replica that shares
+/// the user store, rather than when the token expires. The principal's
+/// scopes are those the token carries and the user still holds.
 pub fn decide_access(
     request: &AccessRequest,
     settings: &PolicySettings,
+    find_user: impl FnOnce(&str) -> Result<Option<UserRecord>, String>,
     now: u64,
 ) -> Result<Principal, AccessDenial> {
     let token = match scope::bearer(request.authorization.as_deref()) {
@@ -110,7 +116,13 @@ pub fn decide_access(
     let claims = token::verify(token, &settings.signing_keys, &expectations(settings), now)
         .map_err(|e| AccessDenial::Unavailable(e.to_string()))?
         .map_err(|rejection| AccessDenial::InvalidToken(rejection.to_string()))?;
-    let scopes = scope::split(&claims.scope);
+    let user = find_user(&claims.sub)
+        .map_err(AccessDenial::Unavailable)?
+        .ok_or_else(|| AccessDenial::InvalidToken("the token's user no longer exists".into()))?;
+    let scopes: Vec<String> = scope::split(&claims.scope)
+        .into_iter()
+        .filter(|s| user.scopes.contains(s))
+        .collect();
     if !scope::missing(&request.required_scopes, &scopes).is_empty() {
         return Err(AccessDenial::InsufficientScope(
             request.required_scopes.clone(),
@@ -190,6 +202,7 @@ mod tests {
         let principal = decide_access(
             &access(Some(&grant.access_token), &["tasks:write"]),
             &settings(),
+            directory,
             NOW,
         )
         .unwrap();
@@ -205,6 +218,7 @@ mod tests {
         let denied = decide_access(
             &access(Some(&grant.access_token), &["tasks:write"]),
             &settings(),
+            directory,
             NOW,
         );
         assert_eq!(
@@ -275,7 +289,7 @@ mod tests {
             Err(TokenError::Unavailable(_))
         ));
         assert!(matches!(
-            decide_access(&access(Some("a.b.c"), &[]), &weak, NOW),
+            decide_access(&access(Some("a.b.c"), &[]), &weak, directory, NOW),
             Err(AccessDenial::Unavailable(_))
         ));
     }
@@ -283,11 +297,11 @@ mod tests {
     #[test]
     fn access_denials() {
         assert_eq!(
-            decide_access(&access(None, &[]), &settings(), NOW),
+            decide_access(&access(None, &[]), &settings(), directory, NOW),
             Err(AccessDenial::NoCredentials)
         );
         assert!(matches!(
-            decide_access(&access(Some("garbage"), &[]), &settings(), NOW),
+            decide_access(&access(Some("garbage"), &[]), &settings(), directory, NOW),
             Err(AccessDenial::InvalidToken(_))
         ));
         let grant = issue_token(
@@ -299,9 +313,48 @@ mod tests {
         .unwrap();
         let later = NOW + 1800 + 30;
         assert_eq!(
-            decide_access(&access(Some(&grant.access_token), &[]), &settings(), later),
+            decide_access(
+                &access(Some(&grant.access_token), &[]),
+                &settings(),
+                directory,
+                later
+            ),
             Err(AccessDenial::InvalidToken("the token has expired".into()))
         );
+    }
+
+    #[test]
+    fn a_removed_user_or_a_withdrawn_scope_is_refused_at_once() {
+        let grant = issue_token(
+            &request("alice", "s3cret", None),
+            &settings(),
+            directory,
+            NOW,
+        )
+        .unwrap();
+        let asks = |scopes: &[&str]| access(Some(&grant.access_token), scopes);
+        assert_eq!(
+            decide_access(&asks(&[]), &settings(), |_| Ok(None), NOW),
+            Err(AccessDenial::InvalidToken(
+                "the token's user no longer exists".into()
+            ))
+        );
+        let read_only = |_: &str| {
+            Ok(Some(UserRecord {
+                scopes: vec!["tasks:read".into()],
+                ..alice()
+            }))
+        };
+        assert_eq!(
+            decide_access(&asks(&["tasks:write"]), &settings(), read_only, NOW),
+            Err(AccessDenial::InsufficientScope(vec!["tasks:write".into()]))
+        );
+        let principal = decide_access(&asks(&["tasks:read"]), &settings(), read_only, NOW).unwrap();
+        assert_eq!(principal.scopes, vec!["tasks:read"]);
+        assert!(matches!(
+            decide_access(&asks(&[]), &settings(), |_| Err("db down".into()), NOW),
+            Err(AccessDenial::Unavailable(reason)) if reason == "db down"
+        ));
     }
 
     #[test]
@@ -314,10 +367,10 @@ mod tests {
         )
         .unwrap();
         let good = access(Some(&grant.access_token), &["tasks:read"]);
-        let first = decide_access(&good, &settings(), NOW);
+        let first = decide_access(&good, &settings(), directory, NOW);
         for _ in 0..3 {
-            let _ = decide_access(&access(Some("x.y.z"), &[]), &settings(), NOW);
-            assert_eq!(decide_access(&good, &settings(), NOW), first);
+            let _ = decide_access(&access(Some("x.y.z"), &[]), &settings(), directory, NOW);
+            assert_eq!(decide_access(&good, &settings(), directory, NOW), first);
         }
     }
 }

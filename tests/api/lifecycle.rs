@@ -166,14 +166,14 @@ async fn user_cli_works_alongside_the_server() {
         ))
         .await;
     assert_eq!(login.status(), 400);
-    // The removed user's tasks went with them.
-    let list: Value = server
-        .call("GET", "/tasks", Some(&token), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(list["total"], 0);
+    // The removed user's token is refused at once, not when it expires.
+    crate::harness::assert_error(
+        server.call("GET", "/tasks", Some(&token), None).await,
+        401,
+        "invalid_token",
+        Some("Bearer realm=\"taskflow\", error=\"invalid_token\""),
+    )
+    .await;
 }
 
 /// Neither passwords nor tokens nor the secret appear in the server's log.

@@ -1,0 +1,17 @@
+//! Several `taskflow` replicas on one PostgreSQL database, and what they do
+//! when that database stalls or goes away. Runs under `scripts/with-postgres`
+//! (`just test-postgres`), which provides the server.
+
+#[path = "../api/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+mod outage;
+mod proxy;
+mod two_replicas;
+
+/// The server `scripts/with-postgres` started.
+fn postgres_server() -> String {
+    harness::test_postgres()
+        .expect("TASKFLOW_TEST_POSTGRES_URL is not set: run these tests with `just test-postgres`")
+}

@@ -123,3 +123,96 @@ async fn brute_force_counters_are_per_replica() {
     assert_eq!(a.token_request(wrong).await.status(), 429);
     assert_eq!(b.token_request(wrong).await.status(), 400);
 }
+
+/// The rolling upgrade the README describes: replace the component file on
+/// one replica, reload it, check it, then the next, while clients use both;
+/// no request fails, and tokens from either policy are good at both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_component_upgrade_rolls_across_replicas_without_failures() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::harness::{built_component, replace_file};
+
+    crate::postgres_server();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let files: Vec<_> = dirs.iter().map(|d| d.path().join("policy.wasm")).collect();
+    let options = Options {
+        extra_env: vec![("TASKFLOW_COMPONENT_WATCH_MS".into(), "0".into())],
+        ..Options::default()
+    };
+    let mut replicas = Vec::new();
+    for file in &files {
+        std::fs::copy(built_component("guest_auth"), file).unwrap();
+        replicas.push(Arc::new(
+            TestServer::start_with(Options {
+                component: file.clone(),
+                ..options.clone()
+            })
+            .await,
+        ));
+    }
+    replicas[0].add_user("alice", "tasks:read tasks:write");
+    let token = replicas[0].token("alice", None).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for replica in &replicas {
+        let (replica, token, stop) = (replica.clone(), token.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut sent, mut failures) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) && sent < 50_000 {
+                sent += 1;
+                let response = if sent % 10 == 0 {
+                    replica
+                        .call("POST", "/tasks", Some(&token), Some(json!({"title": "t"})))
+                        .await
+                } else {
+                    replica.call("GET", "/tasks", Some(&token), None).await
+                };
+                if !response.status().is_success() {
+                    failures.push(response.status().as_u16());
+                }
+            }
+            (sent, failures)
+        }));
+    }
+
+    let upgrade = std::fs::read(built_component("guest_admin_delete")).unwrap();
+    for (i, (replica, file)) in replicas.iter().zip(&files).enumerate() {
+        replace_file(file, &upgrade);
+        let out = replica.cli(&["auth", "reload"], "");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            replica.health().await["auth_component"]["name"],
+            "guest-admin-delete"
+        );
+        // Mid-rollout, tokens from the new policy are good at the old and back.
+        let fresh = replica.token("alice", None).await;
+        for other in &replicas {
+            assert_eq!(
+                other
+                    .call("GET", "/users/me", Some(&fresh), None)
+                    .await
+                    .status(),
+                200,
+                "after upgrading replica {i}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let (sent, failures) = client.await.unwrap();
+        assert!(sent > 10, "the client barely ran: {sent}");
+        assert!(
+            failures.is_empty(),
+            "{} of {sent} failed: {failures:?}",
+            failures.len()
+        );
+    }
+}

@@ -18,8 +18,8 @@ use criterion::Criterion;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
 use taskflow::policy::{
-    AccessRequest, PolicyConfig, PolicyHandle, PolicySettings, SandboxLimits, SigningKey,
-    UserDirectory, UserRecord,
+    AccessRequest, Directory, PolicyConfig, PolicyHandle, PolicySettings, SandboxLimits,
+    SigningKey, UserRecord,
 };
 
 const SECRET: &[u8] = b"benchmark-secret-of-thirty-two-bytes-or-more";
@@ -32,9 +32,13 @@ fn workspace() -> PathBuf {
 /// One user whose hash uses argon2's cheapest parameters.
 struct OneUser(UserRecord);
 
-impl UserDirectory for OneUser {
+impl Directory for OneUser {
     fn find_user(&self, username: &str) -> Result<Option<UserRecord>, String> {
         Ok((username == self.0.username).then(|| self.0.clone()))
+    }
+
+    fn is_revoked(&self, _: &str) -> Result<bool, String> {
+        Ok(false)
     }
 }
 

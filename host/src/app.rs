@@ -17,7 +17,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::policy::PolicyHandle;
-use crate::routes::{health, tasks, token, users};
+use crate::routes::{health, revoke, tasks, token, users};
 use crate::storage::Database;
 use crate::throttle::LoginThrottle;
 
@@ -64,6 +64,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .route("/token", post(token::issue_token))
+        .route("/revoke", post(revoke::revoke))
         .route("/users/me", get(users::me))
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route(

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use crate::admin;
 use crate::config::file::{Loaded, Source};
 use crate::config::{AuthCommand, ConfigCommand, SecretSource, SettingsArgs, UserCommand};
-use crate::policy::{PolicyHandle, UserDirectory, UserRecord};
+use crate::policy::{Directory, PolicyHandle, UserRecord};
 use crate::startup::open_database;
 use crate::storage::Database;
 
@@ -278,9 +278,13 @@ fn read_password() -> anyhow::Result<String> {
 /// `user add` only hashes; it never asks the policy to look anyone up.
 struct NoUsers;
 
-impl UserDirectory for NoUsers {
+impl Directory for NoUsers {
     fn find_user(&self, _: &str) -> Result<Option<UserRecord>, String> {
         Ok(None)
+    }
+
+    fn is_revoked(&self, _: &str) -> Result<bool, String> {
+        Ok(false)
     }
 }
 

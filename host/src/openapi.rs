@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{health, tasks, token, users};
+use crate::routes::{health, revoke, tasks, token, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,7 @@ use crate::routes::{health, tasks, token, users};
     ),
     paths(
         token::issue_token,
+        revoke::revoke,
         users::me,
         tasks::list,
         tasks::create,
@@ -27,7 +28,7 @@ use crate::routes::{health, tasks, token, users};
     ),
     modifiers(&PasswordFlow),
     tags(
-        (name = "auth", description = "Tokens"),
+        (name = "auth", description = "Tokens: issue and revoke"),
         (name = "tasks", description = "Your tasks"),
         (name = "users", description = "Who you are"),
         (name = "operations", description = "Health and metrics"),

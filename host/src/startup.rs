@@ -9,7 +9,7 @@ use tokio::runtime::Handle;
 use crate::app::{self, AppState};
 use crate::config::SettingsArgs;
 use crate::files;
-use crate::policy::{PolicyHandle, UserDirectory, UserRecord};
+use crate::policy::{Directory, PolicyHandle, UserRecord};
 use crate::storage::Database;
 use crate::throttle::LoginThrottle;
 use crate::{admin, reload};
@@ -120,14 +120,14 @@ fn begin_shutdown() {
     });
 }
 
-/// Looks users up for the policy. The component calls it synchronously,
+/// Looks users and revoked tokens up for the policy. The component calls it synchronously,
 /// from the blocking pool, so it blocks on the async query.
 struct DatabaseDirectory {
     db: Database,
     runtime: Handle,
 }
 
-impl UserDirectory for DatabaseDirectory {
+impl Directory for DatabaseDirectory {
     fn find_user(&self, username: &str) -> Result<Option<UserRecord>, String> {
         let found =
             tokio::task::block_in_place(|| self.runtime.block_on(self.db.find_user(username)))
@@ -137,5 +137,10 @@ impl UserDirectory for DatabaseDirectory {
             password_hash: u.password_hash,
             scopes: u.scopes,
         }))
+    }
+
+    fn is_revoked(&self, token_id: &str) -> Result<bool, String> {
+        tokio::task::block_in_place(|| self.runtime.block_on(self.db.is_revoked(token_id)))
+            .map_err(|e| e.to_string())
     }
 }

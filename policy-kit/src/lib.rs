@@ -53,6 +53,12 @@ pub mod hosted {
     }
 
     pub fn decide_access(request: AccessRequest) -> Result<Principal, AccessDenial> {
-        policy::decide_access(&request, &host::settings(), host::find_user, token::now())
+        policy::decide_access(
+            &request,
+            &host::settings(),
+            host::find_user,
+            host::is_revoked,
+            token::now(),
+        )
     }
 }

@@ -94,6 +94,7 @@ pub fn issue_token(
 
 /// RFC 6750: decides whether a request's Bearer token grants the route.
 ///
+/// A token the host reports revoked (by its `jti`, RFC 7009) is refused.
 /// The token's user is looked up on every decision, so a user removed (or
 /// stripped of a scope) is refused at once, by every replica that shares
 /// the user store, rather than when the token expires. The principal's
@@ -102,6 +103,7 @@ pub fn decide_access(
     request: &AccessRequest,
     settings: &PolicySettings,
     find_user: impl FnOnce(&str) -> Result<Option<UserRecord>, String>,
+    is_revoked: impl FnOnce(&str) -> Result<bool, String>,
     now: u64,
 ) -> Result<Principal, AccessDenial> {
     let token = match scope::bearer(request.authorization.as_deref()) {
@@ -116,6 +118,14 @@ pub fn decide_access(
     let claims = token::verify(token, &settings.signing_keys, &expectations(settings), now)
         .map_err(|e| AccessDenial::Unavailable(e.to_string()))?
         .map_err(|rejection| AccessDenial::InvalidToken(rejection.to_string()))?;
+    // RFC 9068 requires `jti`; without one a token could not be revoked.
+    let token_id = claims
+        .jti
+        .as_deref()
+        .ok_or_else(|| AccessDenial::InvalidToken("the token has no `jti`".into()))?;
+    if is_revoked(token_id).map_err(AccessDenial::Unavailable)? {
+        return Err(AccessDenial::InvalidToken("the token was revoked".into()));
+    }
     let user = find_user(&claims.sub)
         .map_err(AccessDenial::Unavailable)?
         .ok_or_else(|| AccessDenial::InvalidToken("the token's user no longer exists".into()))?;
@@ -203,6 +213,7 @@ mod tests {
             &access(Some(&grant.access_token), &["tasks:write"]),
             &settings(),
             directory,
+            not_revoked,
             NOW,
         )
         .unwrap();
@@ -219,6 +230,7 @@ mod tests {
             &access(Some(&grant.access_token), &["tasks:write"]),
             &settings(),
             directory,
+            not_revoked,
             NOW,
         );
         assert_eq!(
@@ -289,7 +301,13 @@ mod tests {
             Err(TokenError::Unavailable(_))
         ));
         assert!(matches!(
-            decide_access(&access(Some("a.b.c"), &[]), &weak, directory, NOW),
+            decide_access(
+                &access(Some("a.b.c"), &[]),
+                &weak,
+                directory,
+                not_revoked,
+                NOW
+            ),
             Err(AccessDenial::Unavailable(_))
         ));
     }
@@ -297,11 +315,17 @@ mod tests {
     #[test]
     fn access_denials() {
         assert_eq!(
-            decide_access(&access(None, &[]), &settings(), directory, NOW),
+            decide_access(&access(None, &[]), &settings(), directory, not_revoked, NOW),
             Err(AccessDenial::NoCredentials)
         );
         assert!(matches!(
-            decide_access(&access(Some("garbage"), &[]), &settings(), directory, NOW),
+            decide_access(
+                &access(Some("garbage"), &[]),
+                &settings(),
+                directory,
+                not_revoked,
+                NOW
+            ),
             Err(AccessDenial::InvalidToken(_))
         ));
         let grant = issue_token(
@@ -317,10 +341,52 @@ mod tests {
                 &access(Some(&grant.access_token), &[]),
                 &settings(),
                 directory,
+                not_revoked,
                 later
             ),
             Err(AccessDenial::InvalidToken("the token has expired".into()))
         );
+    }
+
+    fn not_revoked(_: &str) -> Result<bool, String> {
+        Ok(false)
+    }
+
+    #[test]
+    fn a_revoked_token_is_refused() {
+        let grant = issue_token(
+            &request("alice", "s3cret", None),
+            &settings(),
+            directory,
+            NOW,
+        )
+        .unwrap();
+        let claims = crate::token::verify(
+            &grant.access_token,
+            &settings().signing_keys,
+            &expectations(&settings()),
+            NOW,
+        )
+        .unwrap()
+        .unwrap();
+        let jti = claims.jti.unwrap();
+        let asked = access(Some(&grant.access_token), &[]);
+        let revoked = |id: &str| Ok(id == jti);
+        assert_eq!(
+            decide_access(&asked, &settings(), directory, revoked, NOW),
+            Err(AccessDenial::InvalidToken("the token was revoked".into()))
+        );
+        assert!(matches!(
+            decide_access(
+                &asked,
+                &settings(),
+                directory,
+                |_| Err("db down".into()),
+                NOW
+            ),
+            Err(AccessDenial::Unavailable(_))
+        ));
+        assert!(decide_access(&asked, &settings(), directory, not_revoked, NOW).is_ok());
     }
 
     #[test]
@@ -334,7 +400,7 @@ mod tests {
         .unwrap();
         let asks = |scopes: &[&str]| access(Some(&grant.access_token), scopes);
         assert_eq!(
-            decide_access(&asks(&[]), &settings(), |_| Ok(None), NOW),
+            decide_access(&asks(&[]), &settings(), |_| Ok(None), not_revoked, NOW),
             Err(AccessDenial::InvalidToken(
                 "the token's user no longer exists".into()
             ))
@@ -346,13 +412,26 @@ mod tests {
             }))
         };
         assert_eq!(
-            decide_access(&asks(&["tasks:write"]), &settings(), read_only, NOW),
+            decide_access(
+                &asks(&["tasks:write"]),
+                &settings(),
+                read_only,
+                not_revoked,
+                NOW
+            ),
             Err(AccessDenial::InsufficientScope(vec!["tasks:write".into()]))
         );
-        let principal = decide_access(&asks(&["tasks:read"]), &settings(), read_only, NOW).unwrap();
+        let principal = decide_access(
+            &asks(&["tasks:read"]),
+            &settings(),
+            read_only,
+            not_revoked,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(principal.scopes, vec!["tasks:read"]);
         assert!(matches!(
-            decide_access(&asks(&[]), &settings(), |_| Err("db down".into()), NOW),
+            decide_access(&asks(&[]), &settings(), |_| Err("db down".into()), not_revoked, NOW),
             Err(AccessDenial::Unavailable(reason)) if reason == "db down"
         ));
     }
@@ -367,10 +446,19 @@ mod tests {
         )
         .unwrap();
         let good = access(Some(&grant.access_token), &["tasks:read"]);
-        let first = decide_access(&good, &settings(), directory, NOW);
+        let first = decide_access(&good, &settings(), directory, not_revoked, NOW);
         for _ in 0..3 {
-            let _ = decide_access(&access(Some("x.y.z"), &[]), &settings(), directory, NOW);
-            assert_eq!(decide_access(&good, &settings(), directory, NOW), first);
+            let _ = decide_access(
+                &access(Some("x.y.z"), &[]),
+                &settings(),
+                directory,
+                not_revoked,
+                NOW,
+            );
+            assert_eq!(
+                decide_access(&good, &settings(), directory, not_revoked, NOW),
+                first
+            );
         }
     }
 }

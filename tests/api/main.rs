@@ -9,6 +9,7 @@ mod interop;
 mod lifecycle;
 mod operations;
 mod protected;
+mod revoke;
 mod sandbox;
 mod swap;
 mod tasks;

@@ -30,8 +30,11 @@ async fn replicas_starting_together_migrate_once() {
         .fetch_all(&mut connection)
         .await
         .unwrap();
-    assert_eq!(rows.len(), 1, "one migration, applied once");
-    assert!(rows[0].get::<bool, _>("success"));
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
+    assert_eq!(rows.len(), migrations, "each migration applied once");
+    assert!(rows.iter().all(|row| row.get::<bool, _>("success")));
 }
 
 #[tokio::test]
@@ -85,6 +88,30 @@ async fn replicas_share_tokens_tasks_and_users() {
         .await
         .unwrap();
     assert_eq!(after["status"], "done");
+
+    // A token revoked through one replica is refused by the other at once.
+    let second = b.token("alice", None).await;
+    let revoked = b
+        .client
+        .post(b.url("/revoke"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={second}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let body = assert_error(
+        a.call("GET", "/tasks", Some(&second), None).await,
+        401,
+        "invalid_token",
+        Some("Bearer realm=\"taskflow\", error=\"invalid_token\""),
+    )
+    .await;
+    assert_eq!(body["error_description"], "the token was revoked");
+    assert_eq!(
+        a.call("GET", "/tasks", Some(&token), None).await.status(),
+        200
+    );
 
     // A user removed through one replica's CLI is refused by the other at once.
     let removed = b.cli(&["user", "remove", "alice"], "");

@@ -25,11 +25,13 @@ pub struct UserRecord {
     pub scopes: Vec<String>,
 }
 
-/// Where the policy looks users up. Called from inside a component call, on
-/// a thread that may block.
-pub trait UserDirectory: Send + Sync + 'static {
+/// Where the policy looks users and revoked tokens up. Called from inside a
+/// component call, on a thread that may block.
+pub trait Directory: Send + Sync + 'static {
     /// `Err` means storage is unavailable; the text goes to logs, not clients.
     fn find_user(&self, username: &str) -> Result<Option<UserRecord>, String>;
+    /// Whether the access token `token_id` (its `jti`) was revoked.
+    fn is_revoked(&self, token_id: &str) -> Result<bool, String>;
 }
 
 /// One HMAC key the policy signs or verifies with.
@@ -186,7 +188,7 @@ struct Inner {
     sandbox: Arc<runtime::Sandbox>,
     component: PathBuf,
     settings: PolicySettings,
-    users: Arc<dyn UserDirectory>,
+    users: Arc<dyn Directory>,
     hashing: tokio::sync::Semaphore,
     /// One candidate is checked at a time.
     reloading: tokio::sync::Mutex<()>,
@@ -200,7 +202,7 @@ impl PolicyHandle {
     pub fn load(
         config: &PolicyConfig,
         settings: PolicySettings,
-        users: Arc<dyn UserDirectory>,
+        users: Arc<dyn Directory>,
     ) -> Result<Self, LoadError> {
         let sandbox = Arc::new(runtime::Sandbox::new(
             config.limits.clone(),

@@ -14,8 +14,8 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{
-    AccessRequest, Denial, Grant, GrantRefusal, PolicyFailure, PolicySettings, Principal,
-    SandboxLimits, UserDirectory,
+    AccessRequest, Denial, Directory, Grant, GrantRefusal, PolicyFailure, PolicySettings,
+    Principal, SandboxLimits,
 };
 
 wasmtime::component::bindgen!({
@@ -53,7 +53,7 @@ pub enum LoadError {
     },
     #[error("auth component {}: not a valid WebAssembly component: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
-    #[error("auth component {}: does not implement the taskflow:auth@0.1.0 auth-policy world: {reason}", path.display())]
+    #[error("auth component {}: does not implement the taskflow:auth@0.1.1 auth-policy world: {reason}", path.display())]
     WrongWorld { path: PathBuf, reason: String },
     #[error("auth component {}: failed its start-up check: {reason}", path.display())]
     Check { path: PathBuf, reason: String },
@@ -64,7 +64,7 @@ pub enum LoadError {
 /// What the host provides to every instance through the `host` import.
 struct HostEnv {
     settings: wit::PolicySettings,
-    users: Arc<dyn UserDirectory>,
+    users: Arc<dyn Directory>,
 }
 
 /// The data of one instance's `Store`.
@@ -98,6 +98,10 @@ impl self::taskflow::auth::host::Host for StoreState {
             password_hash: u.password_hash,
             scopes: u.scopes,
         }))
+    }
+
+    fn is_revoked(&mut self, token_id: String) -> Result<bool, String> {
+        self.env.users.is_revoked(&token_id)
     }
 }
 
@@ -185,7 +189,7 @@ impl PolicyRuntime {
         sandbox: &Arc<Sandbox>,
         file: &ComponentFile,
         settings: &PolicySettings,
-        users: Arc<dyn UserDirectory>,
+        users: Arc<dyn Directory>,
     ) -> Result<Self, LoadError> {
         let (path, bytes, sha256) = (file.path.as_path(), &file.bytes[..], file.sha256.clone());
         let component = compile(
@@ -546,9 +550,13 @@ const SELF_CHECK_SCOPE: &str = "taskflow:self-check";
 /// The only user the self-check's throwaway instance can find.
 struct ProbeDirectory(super::UserRecord);
 
-impl UserDirectory for ProbeDirectory {
+impl Directory for ProbeDirectory {
     fn find_user(&self, username: &str) -> Result<Option<super::UserRecord>, String> {
         Ok((username == self.0.username).then(|| self.0.clone()))
+    }
+
+    fn is_revoked(&self, _: &str) -> Result<bool, String> {
+        Ok(false)
     }
 }
 

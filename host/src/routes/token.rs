@@ -43,7 +43,7 @@ pub struct TokenForm {
     scope: Option<String>,
 }
 
-fn oauth(code: &'static str, description: impl Into<String>) -> ApiError {
+pub(super) fn oauth(code: &'static str, description: impl Into<String>) -> ApiError {
     ApiError::OAuth {
         code,
         description: description.into(),
@@ -88,7 +88,7 @@ async fn grant(
     // The size is checked before anything else is done with the body, and
     // long before any password work.
     let body = super::read_body(&parts.headers, body, TOKEN_BODY_LIMIT, "invalid_request").await?;
-    let mut params = parse_form(&body)?;
+    let mut params = parse_form(&body, &["grant_type", "username", "password", "scope"])?;
 
     match params.remove("grant_type").as_deref() {
         None => return Err(oauth("invalid_request", "missing parameter `grant_type`")),
@@ -162,7 +162,7 @@ async fn grant(
     Ok((headers, body).into_response())
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+pub(super) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -174,10 +174,14 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Parses the form; RFC 6749 §3.2: no parameter may be sent twice.
-fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, ApiError> {
+/// Parses the form, keeping the `known` parameters: RFC 6749 §3.2 forbids
+/// sending one twice, and §3.1 says to ignore unrecognized ones.
+pub(super) fn parse_form(body: &[u8], known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let mut params = HashMap::new();
     for (name, value) in form_urlencoded::parse(body) {
+        if !known.contains(&name.as_ref()) {
+            continue;
+        }
         if params
             .insert(name.to_string(), value.into_owned())
             .is_some()
@@ -213,16 +217,19 @@ mod tests {
 
     #[test]
     fn repeated_parameters_are_refused() {
-        assert!(parse_form(b"a=1&b=2").is_ok());
+        assert!(parse_form(b"a=1&b=2", &["a", "b"]).is_ok());
+        // Unknown parameters are ignored, even repeated.
+        assert_eq!(parse_form(b"a=1&x=2&x=3", &["a"]).unwrap().len(), 1);
         assert!(matches!(
-            parse_form(b"a=1&a=2"),
+            parse_form(b"a=1&a=2", &["a"]),
             Err(ApiError::OAuth { code: "invalid_request", description }) if description.contains("`a`")
         ));
     }
 
     #[test]
     fn form_values_are_decoded() {
-        let params = parse_form(b"password=p%26ss+word&scope=a%20b").unwrap();
+        let params =
+            parse_form(b"password=p%26ss+word&scope=a%20b", &["password", "scope"]).unwrap();
         assert_eq!(params["password"], "p&ss word");
         assert_eq!(params["scope"], "a b");
     }

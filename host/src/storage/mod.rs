@@ -6,6 +6,7 @@
 //! embedded in the binary and run at start. On PostgreSQL the migrator holds
 //! an advisory lock, so replicas starting together apply each migration once.
 
+mod revocations;
 mod tasks;
 mod users;
 

@@ -5,7 +5,7 @@
 //!   spins forever, `bomb` allocates without bound, `panic` panics.
 
 // A component only: elsewhere the crate is empty, since its exported names
-// (`taskflow:auth/policy@0.1.0#...`) link only for WebAssembly.
+// (`taskflow:auth/policy@0.1.1#...`) link only for WebAssembly.
 #![cfg(target_arch = "wasm32")]
 
 use policy_kit::{

@@ -1,0 +1,115 @@
+//! `POST /revoke`: token revocation (RFC 7009) for access tokens.
+//!
+//! The token is its own credential: whoever holds a valid access token may
+//! revoke it. The policy decides whether it is valid; only then does the
+//! host read its `jti` and `exp` and record the revocation, which every
+//! later Bearer check (on every replica sharing the database) consults.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::token::{TOKEN_BODY_LIMIT, is_form, oauth, parse_form};
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::policy::{AccessRequest, Denial};
+
+/// The form `POST /revoke` takes (RFC 7009 §2.1).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct RevokeForm {
+    /// The access token to revoke.
+    token: String,
+    /// `access_token` or `refresh_token`; a hint only.
+    token_type_hint: Option<String>,
+}
+
+/// Revokes an access token: every later request with it gets 401.
+#[utoipa::path(post, path = "/revoke", tag = "auth",
+    request_body(content = RevokeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "revoked, or not a valid token (RFC 7009 §2.2: the answer is the same)",
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 400, description = "invalid_request: no `token`, a repeated parameter, or the wrong content type", body = ErrorBody),
+        (status = 413, description = "the body exceeds 8 KiB", body = ErrorBody),
+        (status = 503, description = "the auth component or storage failed", body = ErrorBody),
+    ))]
+pub async fn revoke(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    if !is_form(&parts.headers) {
+        return Err(oauth(
+            "invalid_request",
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let body = super::read_body(&parts.headers, body, TOKEN_BODY_LIMIT, "invalid_request").await?;
+    let mut params = parse_form(&body, &["token", "token_type_hint"])?;
+    let token = params
+        .remove("token")
+        .ok_or_else(|| oauth("invalid_request", "missing parameter `token`"))?;
+
+    let authorization = format!("Bearer {token}");
+    let check = AccessRequest {
+        authorization: Some(&authorization),
+        method: "POST",
+        route: "/revoke",
+        required_scopes: &[],
+    };
+    match state.policy.decide_access(&check)? {
+        Ok(_) => {
+            // The policy verified the signature and claims; `jti` and `exp`
+            // are read from the payload it accepted.
+            if let Some((jti, expires_at)) = token_id_and_expiry(&token) {
+                state.db.revoke_token(&jti, expires_at, unix_now()).await?;
+                tracing::info!(jti, "access token revoked");
+            }
+        }
+        // Already unusable (expired, revoked, malformed, not ours): nothing to do.
+        Err(Denial::InvalidToken(_) | Denial::NoCredentials | Denial::InsufficientScope(_)) => {}
+    }
+    let headers = [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ];
+    Ok((StatusCode::OK, headers).into_response())
+}
+
+/// `jti` and `exp` of a JWT's payload, without verifying anything.
+fn token_id_and_expiry(token: &str) -> Option<(String, i64)> {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        jti: String,
+        exp: i64,
+    }
+    let payload = token.split('.').nth(1)?;
+    let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    Some((claims.jti, claims.exp))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_read_from_the_payload() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"jti":"abc","exp":1800000000,"sub":"a"}"#);
+        assert_eq!(
+            token_id_and_expiry(&format!("h.{payload}.s")),
+            Some(("abc".into(), 1_800_000_000))
+        );
+        assert_eq!(token_id_and_expiry("h.!!.s"), None);
+        assert_eq!(token_id_and_expiry("nodots"), None);
+        let no_jti = URL_SAFE_NO_PAD.encode(br#"{"exp":1}"#);
+        assert_eq!(token_id_and_expiry(&format!("h.{no_jti}.s")), None);
+    }
+}

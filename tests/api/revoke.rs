@@ -1,0 +1,131 @@
+//! `POST /revoke` (RFC 7009) for access tokens.
+
+use serde_json::Value;
+
+use crate::harness::{SECRET, TestServer, assert_error, claims, mint};
+
+async fn revoke(server: &TestServer, form: &str) -> reqwest::Response {
+    server
+        .client
+        .post(server.url("/revoke"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A revoked token is refused by every check from then on; the user's
+/// other tokens are not affected.
+#[tokio::test]
+async fn a_revoked_token_is_refused_from_then_on() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read");
+    let revoked = server.token("alice", None).await;
+    let other = server.token("alice", None).await;
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&revoked), None)
+            .await
+            .status(),
+        200
+    );
+
+    let answer = revoke(
+        &server,
+        &format!("token={revoked}&token_type_hint=access_token"),
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["cache-control"], "no-store");
+    let body: Value = assert_error(
+        server.call("GET", "/tasks", Some(&revoked), None).await,
+        401,
+        "invalid_token",
+        Some("Bearer realm=\"taskflow\", error=\"invalid_token\""),
+    )
+    .await;
+    assert_eq!(body["error_description"], "the token was revoked");
+    assert_eq!(
+        server
+            .call("GET", "/users/me", Some(&revoked), None)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&other), None)
+            .await
+            .status(),
+        200
+    );
+
+    // Revoking again, and after a restart, changes nothing: it is stored.
+    assert_eq!(
+        revoke(&server, &format!("token={revoked}")).await.status(),
+        200
+    );
+    let server = server.restart().await;
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&revoked), None)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&other), None)
+            .await
+            .status(),
+        200
+    );
+}
+
+/// RFC 7009 §2.2: a token that is not valid gets the same 200, and nothing
+/// about the request's shape is guessed.
+#[tokio::test]
+async fn unusable_tokens_and_bad_requests() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read");
+    let mut expired = claims("alice", "tasks:read");
+    expired["exp"] = serde_json::json!(crate::harness::now() - 3600);
+    let expired = mint(
+        &expired,
+        SECRET.as_bytes(),
+        &crate::harness::kid_of(&server.token("alice", None).await),
+    );
+    for token in ["garbage", "a.b.c", expired.as_str(), ""] {
+        let answer = revoke(
+            &server,
+            &format!("token={}", crate::harness::urlencode(token)),
+        )
+        .await;
+        assert_eq!(answer.status(), 200, "{token}");
+    }
+    assert_error(
+        revoke(&server, "token_type_hint=access_token").await,
+        400,
+        "invalid_request",
+        None,
+    )
+    .await;
+    assert_error(
+        revoke(&server, "token=a&token=b").await,
+        400,
+        "invalid_request",
+        None,
+    )
+    .await;
+    let json = server
+        .client
+        .post(server.url("/revoke"))
+        .json(&serde_json::json!({"token": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(json, 400, "invalid_request", None).await;
+    let huge = format!("token={}", "a".repeat(9 * 1024));
+    assert_eq!(revoke(&server, &huge).await.status(), 413);
+}

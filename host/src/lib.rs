@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: command line, environment, the signing secret.
 //! - [`startup`]: opening storage, loading the policy, serving.
-//! - [`app`]: state, router and middleware; [`routes`]: the handlers;
+//! - [`server`]: connections and their limits; [`app`]: state, router and
+//!   middleware; [`routes`]: the handlers;
 //!   [`openapi`]: the API document and the docs page.
 //! - [`auth`]: the Bearer check each protected route declares.
 //! - [`policy`]: the component, behind one door (wasmtime lives there only).
@@ -27,6 +28,7 @@ pub mod openapi;
 pub mod policy;
 pub mod reload;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod storage;
 pub mod task;

@@ -1,6 +1,5 @@
 //! Opening storage, loading the policy and serving.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,7 +11,7 @@ use crate::files;
 use crate::policy::{Directory, PolicyHandle, UserRecord};
 use crate::storage::Database;
 use crate::throttle::LoginThrottle;
-use crate::{admin, reload};
+use crate::{admin, reload, server};
 
 /// Opens the database in the data directory (created 0700 if missing).
 pub async fn open_database(settings: &SettingsArgs) -> anyhow::Result<Database> {
@@ -71,13 +70,7 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
             body_timeout: settings.body_timeout(),
         },
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("server failed")?;
+    server::serve(listener, app, settings.connection_limits(), shutdown).await;
     tracing::info!("shut down");
     Ok(())
 }

@@ -7,6 +7,7 @@ mod harness;
 mod docs;
 mod interop;
 mod lifecycle;
+mod limits;
 mod operations;
 mod protected;
 mod revoke;

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::files;
 use crate::policy::{PolicyConfig, PolicySettings, SandboxLimits, SigningKey};
+use crate::server::ConnectionLimits;
 use crate::storage::PoolSettings;
 use crate::throttle::LoginLimits;
 
@@ -256,6 +257,31 @@ pub struct SettingsArgs {
         global = true
     )]
     pub body_timeout: u64,
+    /// Longest a request's head may take to arrive, in seconds; past it the
+    /// connection is closed.
+    #[arg(
+        long,
+        env = "TASKFLOW_HEADER_TIMEOUT",
+        default_value_t = 10,
+        global = true
+    )]
+    pub header_timeout: u64,
+    /// Largest request head (request line and headers), in bytes; past it, 431.
+    #[arg(
+        long,
+        env = "TASKFLOW_MAX_HEADER_BYTES",
+        default_value_t = 16384,
+        global = true
+    )]
+    pub max_header_bytes: usize,
+    /// Most client connections open at once; past it, new ones get 503.
+    #[arg(
+        long,
+        env = "TASKFLOW_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub max_connections: usize,
     /// Log format.
     #[arg(
         long,
@@ -311,6 +337,15 @@ impl SettingsArgs {
     /// How long a request body may take to arrive (at least a second).
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.body_timeout.max(1))
+    }
+
+    /// Limits on client connections (zeros are raised to the least that works).
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(self.header_timeout.max(1)),
+            max_header_bytes: self.max_header_bytes.max(1024),
+            max_connections: self.max_connections.max(1),
+        }
     }
 
     /// Where the admin channel listens.

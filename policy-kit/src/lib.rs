@@ -19,6 +19,9 @@ pub mod policy;
 pub mod scope;
 pub mod token;
 
+#[cfg(test)]
+mod properties;
+
 /// Types and imports generated from `wit/`, the single source of truth for
 /// what crosses the component boundary.
 pub mod bindings {

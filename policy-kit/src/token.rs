@@ -17,6 +17,9 @@ pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 pub const MIN_KEY_BYTES: usize = 32;
 /// The largest clock skew the policy accepts, whatever the settings say.
 pub const MAX_LEEWAY_SECONDS: u32 = 60;
+/// Longest token looked at. Ours are under 1 KiB; anything far longer is
+/// refused before it is decoded, so a huge token costs no parsing.
+pub const MAX_TOKEN_BYTES: usize = 4096;
 
 /// The claims TaskFlow writes into every access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +53,8 @@ pub struct Expectations<'a> {
 pub enum TokenRejection {
     #[error("the token is malformed")]
     Malformed,
+    #[error("the token is longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLong,
     #[error("the token's algorithm is not accepted")]
     Algorithm,
     #[error("the token's typ must be at+jwt")]
@@ -183,6 +188,9 @@ fn verify_with(
     expect: &Expectations<'_>,
     now: u64,
 ) -> Result<AccessClaims, TokenRejection> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenRejection::TooLong);
+    }
     let mut parts = token.split('.');
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())

@@ -5,6 +5,7 @@
 mod harness;
 
 mod docs;
+mod hostile_tokens;
 mod interop;
 mod lifecycle;
 mod limits;

@@ -75,3 +75,9 @@ bench: build
        echo; echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), $(rustc --version)."; \
        echo; cat target/bench-report.md; } > docs/benchmarks.md
     @echo "wrote docs/benchmarks.md"
+
+# Fuzz the Bearer decision and the /token form parser for a bounded time
+# each, and record how many inputs each ran in docs/fuzzing.md.
+fuzz seconds="60":
+    @command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    scripts/fuzz {{seconds}}

@@ -23,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod form;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;

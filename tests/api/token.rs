@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{PASSWORD, TestServer, assert_error, urlencode};
+use crate::harness::{Options, PASSWORD, TestServer, assert_error, urlencode};
 
 fn grant(user: &str, password: &str) -> String {
     format!(
@@ -232,4 +232,66 @@ async fn per_address_limit_skips_the_password_check() {
     let response = server.token_request(&grant("loop", "guess")).await;
     assert_eq!(response.status(), 429);
     assert!(!server.log().contains("deadline exceeded"));
+}
+
+/// An unknown username and a wrong password cost the server the same
+/// argon2 work, so their timing does not tell which usernames exist.
+/// Benchmark-style: many samples, interleaved so that load on the machine
+/// falls on both alike, compared by median with a loose bound. A server
+/// that skipped the hash for unknown users answers those about a hundred
+/// times faster, far outside the bound.
+#[tokio::test]
+async fn unknown_user_and_wrong_password_take_the_same_time() {
+    let server = TestServer::start_with(Options {
+        extra_env: vec![
+            (
+                "TASKFLOW_LOGIN_MAX_FAILURES_PER_USER".into(),
+                "100000".into(),
+            ),
+            (
+                "TASKFLOW_LOGIN_MAX_FAILURES_PER_ADDRESS".into(),
+                "100000".into(),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await;
+    server.add_user("alice", "tasks:read");
+    let unknown = "grant_type=password&username=nobody-here&password=wrong-password";
+    let wrong = "grant_type=password&username=alice&password=wrong-password";
+    let time = |form: &'static str| {
+        let server = &server;
+        async move {
+            let started = std::time::Instant::now();
+            let response = server.token_request(form).await;
+            let took = started.elapsed();
+            assert_eq!(response.status(), 400);
+            took
+        }
+    };
+    // Warm up (instances, caches), then sample alternately.
+    for _ in 0..3 {
+        time(unknown).await;
+        time(wrong).await;
+    }
+    let (mut unknown_times, mut wrong_times) = (Vec::new(), Vec::new());
+    for i in 0..40 {
+        if i % 2 == 0 {
+            unknown_times.push(time(unknown).await);
+            wrong_times.push(time(wrong).await);
+        } else {
+            wrong_times.push(time(wrong).await);
+            unknown_times.push(time(unknown).await);
+        }
+    }
+    let median = |times: &mut Vec<std::time::Duration>| {
+        times.sort();
+        times[times.len() / 2].as_secs_f64()
+    };
+    let (unknown_median, wrong_median) = (median(&mut unknown_times), median(&mut wrong_times));
+    let ratio = unknown_median / wrong_median;
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "unknown user {unknown_median:.4} s vs wrong password {wrong_median:.4} s (ratio {ratio:.2})"
+    );
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::form;
 use crate::metrics::ComponentCall;
 use crate::policy::GrantRefusal;
 
@@ -106,12 +107,7 @@ async fn grant(
     let password = params
         .remove("password")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `password`"))?;
-    // A blank `scope` is taken as none sent, as some clients (Swagger UI
-    // among them) send one when no scope was picked.
-    let scopes = params
-        .remove("scope")
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.split_whitespace().map(str::to_owned).collect());
+    let scopes = form::scopes(params.remove("scope"));
 
     // Past the limit the password is not even checked.
     if let Err(wait) = state.logins.check(&username, client.ip(), Instant::now()) {
@@ -174,25 +170,9 @@ pub(super) fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Parses the form, keeping the `known` parameters: RFC 6749 §3.2 forbids
-/// sending one twice, and §3.1 says to ignore unrecognized ones.
+/// [`form::parse`], with a repeated parameter as RFC 6749's `invalid_request`.
 pub(super) fn parse_form(body: &[u8], known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
-    let mut params = HashMap::new();
-    for (name, value) in form_urlencoded::parse(body) {
-        if !known.contains(&name.as_ref()) {
-            continue;
-        }
-        if params
-            .insert(name.to_string(), value.into_owned())
-            .is_some()
-        {
-            return Err(oauth(
-                "invalid_request",
-                format!("parameter `{name}` is repeated"),
-            ));
-        }
-    }
-    Ok(params)
+    form::parse(body, known).map_err(|e| oauth("invalid_request", e.to_string()))
 }
 
 #[cfg(test)]
@@ -213,24 +193,5 @@ mod tests {
             HeaderValue::from_static("application/json"),
         );
         assert!(!is_form(&headers));
-    }
-
-    #[test]
-    fn repeated_parameters_are_refused() {
-        assert!(parse_form(b"a=1&b=2", &["a", "b"]).is_ok());
-        // Unknown parameters are ignored, even repeated.
-        assert_eq!(parse_form(b"a=1&x=2&x=3", &["a"]).unwrap().len(), 1);
-        assert!(matches!(
-            parse_form(b"a=1&a=2", &["a"]),
-            Err(ApiError::OAuth { code: "invalid_request", description }) if description.contains("`a`")
-        ));
-    }
-
-    #[test]
-    fn form_values_are_decoded() {
-        let params =
-            parse_form(b"password=p%26ss+word&scope=a%20b", &["password", "scope"]).unwrap();
-        assert_eq!(params["password"], "p&ss word");
-        assert_eq!(params["scope"], "a b");
     }
 }

@@ -16,9 +16,12 @@ wasm-target:
 component: wasm-target
     cargo build --profile component --target wasm32-wasip2 -p guest-auth
 
-# Build the default policy, the second example policy, and the taskflow host.
-build: component
+# Build the default policy and the second example policy.
+components: component
     cargo build --profile component --target wasm32-wasip2 -p guest-admin-delete
+
+# Build the policies and the taskflow host.
+build: components
     cargo build --release -p taskflow
 
 # Build the components the integration tests load: hostile, lax and foreign ones.
@@ -42,10 +45,11 @@ lint: wasm-target
     cargo clippy --release --workspace --all-targets -- -D warnings
     cargo clippy --profile component --target wasm32-wasip2 -p policy-kit -p guest-auth -p guest-admin-delete -p hostile-policy -p lax-policy -p other-world -- -D warnings
 
-# Lint, build, then unit tests of both sides and the integration tests
-# (last): on SQLite, as real clients (Chromium on /docs, schemathesis), and
-# on a throwaway PostgreSQL server.
-test: lint build test-components test-tools
+# Lint, build the components, then unit tests of both sides and the
+# integration tests (last): on SQLite, as real clients (Chromium on /docs,
+# schemathesis), and on a throwaway PostgreSQL server. The tests build the
+# host themselves, with the test features: one build of wasmtime, not two.
+test: lint components test-components test-tools
     cargo test --release --workspace --lib --bins
     cargo test --release -p taskflow --test api
     cargo test --release -p taskflow --test clients
@@ -58,7 +62,7 @@ test-tools:
 
 # The integration tests on PostgreSQL: installs it from Debian's packages if
 # missing, runs a throwaway server on loopback, stops it afterwards.
-test-postgres: build test-components
+test-postgres: components test-components
     scripts/with-postgres bash -c "cargo test --release -p taskflow --test api && cargo test --release -p taskflow --test replicas"
 
 # Benchmarks: policy calls vs native code (criterion), the server under wrk,

@@ -29,7 +29,7 @@ pub fn built_component(name: &str) -> PathBuf {
     let path = workspace().join(format!("target/wasm32-wasip2/component/{name}.wasm"));
     assert!(
         path.exists(),
-        "component {} is missing: run `just build test-components` first",
+        "component {} is missing: run `just components test-components` first",
         path.display()
     );
     path

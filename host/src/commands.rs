@@ -10,7 +10,10 @@ use anyhow::{Context, bail};
 
 use crate::admin;
 use crate::config::file::{Loaded, Source};
-use crate::config::{AuthCommand, ConfigCommand, SecretSource, SettingsArgs, UserCommand};
+use crate::config::{
+    AuthCommand, ConfigCommand, KeysCommand, SecretSource, SettingsArgs, UserCommand,
+};
+use crate::keys::{self, KeyRing};
 use crate::policy::{Directory, PolicyHandle, UserRecord};
 use crate::startup::open_database;
 use crate::storage::Database;
@@ -45,6 +48,55 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Result<()> {
+    let db = open_database(settings).await?;
+    let ring = KeyRing::new(db, settings.master_secret()?, settings.key_timings());
+    let now = keys::unix_now();
+    match command {
+        KeysCommand::Rotate => {
+            let added = ring.rotate(now).await?;
+            println!(
+                "added key {}: it signs from {} on ({} s from now); the key signing until then is retired at that moment",
+                added.kid,
+                rfc3339(added.activates_at),
+                added.activates_at - now
+            );
+        }
+        KeysCommand::List => {
+            let keys = ring.status(now).await?;
+            println!("KID\tSTATE\tCREATED\tSIGNS FROM\tVERIFIES UNTIL");
+            for key in keys {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    key.kid,
+                    key.state,
+                    rfc3339(key.created_at),
+                    rfc3339(key.activates_at),
+                    key.verifies_until.map_or_else(|| "-".to_owned(), rfc3339)
+                );
+            }
+        }
+        KeysCommand::Retire { kid } => {
+            ring.retire(kid, now).await?;
+            println!(
+                "retired key {kid}: it signs no more; its tokens stay valid until they expire"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+fn rfc3339(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| seconds.to_string())
 }
 
 pub async fn auth(settings: &SettingsArgs, command: &AuthCommand) -> anyhow::Result<()> {

@@ -12,7 +12,8 @@
 //!   SIGHUP, the admin socket behind `taskflow auth ...`).
 //! - [`storage`]: users and tasks in SQLite; [`task`]: the task model.
 //! - [`error`]: every error answer, mapped in one place.
-//! - [`throttle`]: brute-force limits on `/token`.
+//! - [`throttle`]: brute-force limits on `/token`; [`keys`]: the signing
+//!   key ring and its rotation.
 //! - [`metrics`]: what is counted, for `GET /metrics`; [`telemetry`]: logs.
 //! - [`commands`]: `taskflow user ...` and `taskflow auth ...`.
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod form;
+pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;

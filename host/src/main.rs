@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Serve => startup::serve(&cli.settings).await,
             Command::User(command) => commands::user(&cli.settings, command).await,
             Command::Auth(command) => commands::auth(&cli.settings, command).await,
+            Command::Keys(command) => commands::keys(&cli.settings, command).await,
             Command::Config(command) => commands::config(&loaded, command).await,
         }
     });

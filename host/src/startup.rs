@@ -8,6 +8,7 @@ use tokio::runtime::Handle;
 use crate::app::{self, AppState};
 use crate::config::SettingsArgs;
 use crate::files;
+use crate::keys::{self, KeyRing};
 use crate::policy::{Directory, PolicyHandle, UserRecord};
 use crate::storage::Database;
 use crate::throttle::LoginThrottle;
@@ -26,22 +27,36 @@ pub async fn open_database(settings: &SettingsArgs) -> anyhow::Result<Database> 
         .context("cannot open the database")
 }
 
-/// Loads the policy component with users looked up in `db`.
-pub fn load_policy(settings: &SettingsArgs, db: &Database) -> anyhow::Result<PolicyHandle> {
+/// Loads the policy component with users, revocations and signing keys
+/// from `db`; the key ring is returned for [`keys::follow`].
+pub async fn load_policy(
+    settings: &SettingsArgs,
+    db: &Database,
+) -> anyhow::Result<(PolicyHandle, KeyRing)> {
     let config = settings.policy_config()?;
-    let policy_settings = settings.policy_settings()?;
+    let ring = KeyRing::new(
+        db.clone(),
+        settings.master_secret()?,
+        settings.key_timings(),
+    );
+    let keys = ring
+        .current(keys::unix_now())
+        .await
+        .context("cannot read the signing keys")?;
+    let policy_settings = settings.policy_settings_with_keys(keys)?;
     let users = Arc::new(DatabaseDirectory {
         db: db.clone(),
         runtime: Handle::current(),
     });
-    Ok(PolicyHandle::load(&config, policy_settings, users)?)
+    Ok((PolicyHandle::load(&config, policy_settings, users)?, ring))
 }
 
 /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
 pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     let listen = settings.listen;
     let db = open_database(settings).await?;
-    let policy = load_policy(settings, &db)?;
+    let (policy, ring) = load_policy(settings, &db).await?;
+    keys::follow(ring, policy.clone(), settings.key_refresh());
     let info = policy.info();
     tracing::info!(
         component = %info.path.display(),

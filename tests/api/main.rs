@@ -7,6 +7,7 @@ mod harness;
 mod docs;
 mod hostile_tokens;
 mod interop;
+mod keys;
 mod lifecycle;
 mod limits;
 mod operations;

@@ -243,3 +243,63 @@ async fn a_component_upgrade_rolls_across_replicas_without_failures() {
         );
     }
 }
+
+/// A key rotated through one replica's CLI reaches the other through the
+/// database: both sign with it once it activates, and accept each other's.
+#[tokio::test]
+async fn a_key_rotation_reaches_every_replica() {
+    use std::time::{Duration, Instant};
+
+    use crate::harness::kid_of;
+
+    crate::postgres_server();
+    let options = Options {
+        extra_env: vec![
+            ("TASKFLOW_KEY_ACTIVATION_DELAY".into(), "1".into()),
+            ("TASKFLOW_KEY_REFRESH_MS".into(), "100".into()),
+        ],
+        ..Options::default()
+    };
+    let a = TestServer::start_with(options.clone()).await;
+    let b = TestServer::start_with(options).await;
+    a.add_user("alice", "tasks:read");
+    let old = b.token("alice", None).await;
+
+    let rotated = a.cli(&["keys", "rotate"], "");
+    assert!(rotated.status.success());
+    let new_kid = String::from_utf8_lossy(&rotated.stdout)
+        .strip_prefix("added key ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for replica in [&a, &b] {
+        while kid_of(&replica.token("alice", None).await) != new_kid {
+            assert!(
+                Instant::now() < deadline,
+                "{} never signed with the new key",
+                replica.base
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let from_b = b.token("alice", None).await;
+    assert_eq!(
+        a.call("GET", "/tasks", Some(&from_b), None).await.status(),
+        200
+    );
+    let from_a = a.token("alice", None).await;
+    assert_eq!(
+        b.call("GET", "/tasks", Some(&from_a), None).await.status(),
+        200
+    );
+    // The key retired by the rotation still verifies its tokens on both.
+    assert_eq!(
+        a.call("GET", "/tasks", Some(&old), None).await.status(),
+        200
+    );
+    assert_eq!(
+        b.call("GET", "/tasks", Some(&old), None).await.status(),
+        200
+    );
+}

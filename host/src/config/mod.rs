@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
 
 use crate::files;
+use crate::keys::KeyTimings;
 use crate::policy::{PolicyConfig, PolicySettings, SandboxLimits, SigningKey};
 use crate::server::ConnectionLimits;
 use crate::storage::PoolSettings;
@@ -61,9 +62,26 @@ pub enum Command {
     /// Manage the auth policy of a running server.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Manage the signing keys (shared by every replica on the database).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Show or check the effective settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a signing key; it signs after --key-activation-delay, and the
+    /// key signing now is retired at that moment.
+    Rotate,
+    /// List the keys that still verify, with their state; never their secrets.
+    List,
+    /// Stop a key signing now; tokens it signed stay valid until they expire.
+    Retire {
+        /// The key id, as `keys list` shows it.
+        kid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,6 +300,23 @@ pub struct SettingsArgs {
         global = true
     )]
     pub max_connections: usize,
+    /// Seconds from `keys rotate` until the new key signs (every replica
+    /// must have read it by then).
+    #[arg(
+        long,
+        env = "TASKFLOW_KEY_ACTIVATION_DELAY",
+        default_value_t = 10,
+        global = true
+    )]
+    pub key_activation_delay: u64,
+    /// How often `serve` reads the signing keys from the database, in milliseconds.
+    #[arg(
+        long,
+        env = "TASKFLOW_KEY_REFRESH_MS",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub key_refresh_ms: u64,
     /// Log format.
     #[arg(
         long,
@@ -346,6 +381,26 @@ impl SettingsArgs {
             max_header_bytes: self.max_header_bytes.max(1024),
             max_connections: self.max_connections.max(1),
         }
+    }
+
+    /// How keys change hands: activation delay, and how long a retired key
+    /// verifies (the token lifetime plus the leeway).
+    pub fn key_timings(&self) -> KeyTimings {
+        KeyTimings {
+            activation_delay: Duration::from_secs(self.key_activation_delay),
+            retention: Duration::from_secs(self.token_ttl + self.leeway),
+        }
+    }
+
+    /// How often the key ring is read again.
+    pub fn key_refresh(&self) -> Duration {
+        Duration::from_millis(self.key_refresh_ms.max(100))
+    }
+
+    /// The signing secret (generated on first use if none is configured):
+    /// the only key until `keys rotate`, then what unseals the stored keys.
+    pub fn master_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        self.signing_secret()
     }
 
     /// Where the admin channel listens.
@@ -417,12 +472,20 @@ impl SettingsArgs {
 
     /// Token settings, validated, signing with `secret`.
     pub fn policy_settings_with(&self, secret: Vec<u8>) -> Result<PolicySettings, ConfigError> {
+        self.policy_settings_with_keys(vec![SigningKey {
+            kid: key_id(&secret),
+            secret,
+        }])
+    }
+
+    /// Token settings, validated, signing with the first of `keys`.
+    pub fn policy_settings_with_keys(
+        &self,
+        keys: Vec<SigningKey>,
+    ) -> Result<PolicySettings, ConfigError> {
         self.check_token_settings()?;
         Ok(PolicySettings {
-            signing_keys: vec![SigningKey {
-                kid: key_id(&secret),
-                secret,
-            }],
+            signing_keys: keys,
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
             token_ttl: Duration::from_secs(self.token_ttl),

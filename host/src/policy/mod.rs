@@ -187,7 +187,8 @@ struct Inner {
     active: ArcSwap<runtime::PolicyRuntime>,
     sandbox: Arc<runtime::Sandbox>,
     component: PathBuf,
-    settings: PolicySettings,
+    /// What candidates load with; its keys follow [`PolicyHandle::set_signing_keys`].
+    settings: Mutex<PolicySettings>,
     users: Arc<dyn Directory>,
     hashing: tokio::sync::Semaphore,
     /// One candidate is checked at a time.
@@ -215,7 +216,7 @@ impl PolicyHandle {
                 active: ArcSwap::from_pointee(first),
                 sandbox,
                 component: config.component.clone(),
-                settings,
+                settings: Mutex::new(settings),
                 users,
                 hashing: tokio::sync::Semaphore::new(config.limits.concurrent_hashes.max(1)),
                 reloading: tokio::sync::Mutex::new(()),
@@ -224,6 +225,24 @@ impl PolicyHandle {
                 last_refusal: Mutex::new(None),
             }),
         })
+    }
+
+    /// Signs with the first of `keys` and verifies with all of them, from
+    /// the next call on (in the active component and any later candidate).
+    pub fn set_signing_keys(&self, keys: Vec<SigningKey>) {
+        let mut settings = self.inner.lock_settings();
+        self.inner.active.load().set_signing_keys(&keys);
+        settings.signing_keys = keys;
+    }
+
+    /// The key ids the policy has, the signing one first.
+    pub fn signing_key_ids(&self) -> Vec<String> {
+        self.inner
+            .lock_settings()
+            .signing_keys
+            .iter()
+            .map(|k| k.kid.clone())
+            .collect()
     }
 
     /// Name, version and digest of the active component.
@@ -329,20 +348,26 @@ impl PolicyHandle {
 }
 
 impl Inner {
+    fn lock_settings(&self) -> std::sync::MutexGuard<'_, PolicySettings> {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn load_candidate(&self) -> Result<ReloadOutcome, LoadError> {
         let file = runtime::ComponentFile::read(&self.component)?;
         let current = self.active.load_full();
         if file.sha256 == current.info().sha256 {
             return Ok(ReloadOutcome::Unchanged);
         }
-        let candidate = runtime::PolicyRuntime::load(
-            &self.sandbox,
-            &file,
-            &self.settings,
-            Arc::clone(&self.users),
-        )?;
+        let settings = self.lock_settings().clone();
+        let candidate =
+            runtime::PolicyRuntime::load(&self.sandbox, &file, &settings, Arc::clone(&self.users))?;
         let (to, from) = (candidate.info().clone(), current.info());
-        self.active.store(Arc::new(candidate));
+        {
+            // Keys that changed while the candidate loaded go with it.
+            let settings = self.lock_settings();
+            candidate.set_signing_keys(&settings.signing_keys);
+            self.active.store(Arc::new(candidate));
+        }
         tracing::info!(
             from = %from.name, from_version = %from.version, from_sha256 = %from.sha256,
             to = %to.name, to_version = %to.version, to_sha256 = %to.sha256,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
@@ -63,7 +64,8 @@ pub enum LoadError {
 
 /// What the host provides to every instance through the `host` import.
 struct HostEnv {
-    settings: wit::PolicySettings,
+    /// Swapped whole when the signing keys change.
+    settings: ArcSwap<wit::PolicySettings>,
     users: Arc<dyn Directory>,
 }
 
@@ -88,7 +90,7 @@ impl wit::Host for StoreState {}
 
 impl self::taskflow::auth::host::Host for StoreState {
     fn settings(&mut self) -> wit::PolicySettings {
-        self.env.settings.clone()
+        wit::PolicySettings::clone(&self.env.settings.load())
     }
 
     fn find_user(&mut self, username: String) -> Result<Option<wit::UserRecord>, String> {
@@ -212,7 +214,7 @@ impl PolicyRuntime {
             sandbox: Arc::clone(sandbox),
             pre,
             env: Arc::new(HostEnv {
-                settings: to_wit_settings(settings),
+                settings: ArcSwap::from_pointee(to_wit_settings(settings)),
                 users,
             }),
             idle: Mutex::new(Vec::new()),
@@ -263,7 +265,7 @@ impl PolicyRuntime {
             .hash_password(password.clone())
             .map_err(|e| format!("hash-password: {e}"))?;
         let probe_env = Arc::new(HostEnv {
-            settings: self.env.settings.clone(),
+            settings: ArcSwap::from_pointee(wit::PolicySettings::clone(&self.env.settings.load())),
             users: Arc::new(ProbeDirectory(super::UserRecord {
                 username: username.clone(),
                 password_hash: hash,
@@ -347,6 +349,13 @@ impl PolicyRuntime {
     /// Whether the last few calls all failed.
     pub(super) fn degraded(&self) -> bool {
         self.consecutive_faults.load(Ordering::Relaxed) >= DEGRADED_AFTER_FAULTS
+    }
+
+    /// Hands the component new signing keys from its next call on.
+    pub(super) fn set_signing_keys(&self, keys: &[super::SigningKey]) {
+        let mut settings = wit::PolicySettings::clone(&self.env.settings.load());
+        settings.signing_keys = to_wit_keys(keys);
+        self.env.settings.store(Arc::new(settings));
     }
 
     pub(super) fn info(&self) -> &ComponentInfo {
@@ -638,16 +647,19 @@ fn compile(
     unsafe { Component::deserialize(engine, &compiled) }.map_err(invalid)
 }
 
+/// The keys in the form the component takes.
+fn to_wit_keys(keys: &[super::SigningKey]) -> Vec<wit::SigningKey> {
+    keys.iter()
+        .map(|k| wit::SigningKey {
+            kid: k.kid.clone(),
+            secret: k.secret.clone(),
+        })
+        .collect()
+}
+
 fn to_wit_settings(settings: &PolicySettings) -> wit::PolicySettings {
     wit::PolicySettings {
-        signing_keys: settings
-            .signing_keys
-            .iter()
-            .map(|k| wit::SigningKey {
-                kid: k.kid.clone(),
-                secret: k.secret.clone(),
-            })
-            .collect(),
+        signing_keys: to_wit_keys(&settings.signing_keys),
         issuer: settings.issuer.clone(),
         audience: settings.audience.clone(),
         token_ttl_seconds: u32::try_from(settings.token_ttl.as_secs()).unwrap_or(u32::MAX),

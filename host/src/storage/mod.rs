@@ -6,6 +6,7 @@
 //! embedded in the binary and run at start. On PostgreSQL the migrator holds
 //! an advisory lock, so replicas starting together apply each migration once.
 
+mod keys;
 mod revocations;
 mod tasks;
 mod users;
@@ -16,6 +17,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
+pub use keys::StoredKey;
 pub use users::StoredUser;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -1,0 +1,207 @@
+//! Signing-key rotation: `taskflow keys rotate|list|retire`.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Options, SECRET, TestServer, assert_error, claims, kid_of, mint, run_cli};
+
+fn rotating() -> Options {
+    Options {
+        extra_env: vec![
+            ("TASKFLOW_KEY_ACTIVATION_DELAY".into(), "1".into()),
+            ("TASKFLOW_KEY_REFRESH_MS".into(), "100".into()),
+            // Retired keys verify for the token lifetime plus the leeway: 4 s.
+            ("TASKFLOW_TOKEN_TTL".into(), "4".into()),
+            ("TASKFLOW_LEEWAY".into(), "0".into()),
+        ],
+        ..Options::default()
+    }
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Polls `check` every 100 ms for up to 15 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// New tokens move to the new key once it activates; tokens of the retired
+/// key verify until they would have expired, then its kid is unknown.
+#[tokio::test]
+async fn rotation_hands_signing_over_and_retires_the_old_key() {
+    let server = TestServer::start_with(rotating()).await;
+    server.add_user("alice", "tasks:read");
+    let before = server.token("alice", None).await;
+    let old_kid = kid_of(&before);
+
+    let listed = stdout(&server.cli(&["keys", "list"], ""));
+    assert!(listed.contains(&format!("{old_kid}\tsigning")), "{listed}");
+
+    let rotated = server.cli(&["keys", "rotate"], "");
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    let new_kid = stdout(&rotated)
+        .strip_prefix("added key ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    eventually("signing with the new key", || async {
+        kid_of(&server.token("alice", None).await) == new_kid
+    })
+    .await;
+    let after = server.token("alice", None).await;
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&after), None)
+            .await
+            .status(),
+        200
+    );
+    // Retired, not removed: the old key's tokens still verify.
+    let signed_by_old = mint(&claims("alice", "tasks:read"), SECRET.as_bytes(), &old_kid);
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&signed_by_old), None)
+            .await
+            .status(),
+        200
+    );
+    let listed = stdout(&server.cli(&["keys", "list"], ""));
+    assert!(listed.contains(&format!("{new_kid}\tsigning")), "{listed}");
+    assert!(listed.contains(&format!("{old_kid}\tretired")), "{listed}");
+
+    // Once no token it signed can be valid, the old key verifies nothing.
+    eventually("the retired key being forgotten", || async {
+        server
+            .call("GET", "/tasks", Some(&signed_by_old), None)
+            .await
+            .status()
+            == 401
+    })
+    .await;
+    let body = assert_error(
+        server
+            .call("GET", "/tasks", Some(&signed_by_old), None)
+            .await,
+        401,
+        "invalid_token",
+        Some("Bearer realm=\"taskflow\", error=\"invalid_token\""),
+    )
+    .await;
+    assert!(
+        body["error_description"].as_str().unwrap().contains("kid"),
+        "{body}"
+    );
+    assert!(!stdout(&server.cli(&["keys", "list"], "")).contains(&old_kid));
+
+    // The only signing key cannot be retired; an unknown one is named.
+    let refused = server.cli(&["keys", "retire", &new_kid], "");
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("only key that signs"),
+        "{}",
+        stderr(&refused)
+    );
+    let unknown = server.cli(&["keys", "retire", "0000000000000000"], "");
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("0000000000000000"),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+/// `keys retire` stops a key signing at once; the newest other key takes
+/// over, even before its planned activation.
+#[tokio::test]
+async fn retiring_the_signing_key_hands_over_to_the_next() {
+    let mut options = rotating();
+    // A long activation delay: the hand-over below comes from the retirement.
+    options.extra_env[0].1 = "3600".into();
+    let server = TestServer::start_with(options).await;
+    server.add_user("alice", "tasks:read");
+    let first = server.token("alice", None).await;
+    let rotated = server.cli(&["keys", "rotate"], "");
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    let second = stdout(&rotated)
+        .strip_prefix("added key ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_owned();
+    // Pending for an hour: the first key still signs.
+    assert_eq!(kid_of(&server.token("alice", None).await), kid_of(&first));
+
+    let retired = server.cli(&["keys", "retire", &kid_of(&first)], "");
+    assert!(retired.status.success(), "{}", stderr(&retired));
+    eventually("the second key signing", || async {
+        kid_of(&server.token("alice", None).await) == second
+    })
+    .await;
+    // The retired key's tokens are still good.
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&first), None)
+            .await
+            .status(),
+        200
+    );
+    let refused = server.cli(&["keys", "retire", &second], "");
+    assert!(!refused.status.success(), "the only signer must stay");
+}
+
+/// Stored keys are sealed under the signing secret: the database alone
+/// gives nothing away, and a server with another secret refuses to start
+/// rather than sign with keys it cannot read.
+#[tokio::test]
+async fn stored_keys_are_sealed_under_the_signing_secret() {
+    let server = TestServer::start_with(rotating()).await;
+    assert!(server.cli(&["keys", "rotate"], "").status.success());
+    let listed = stdout(&server.cli(&["keys", "list"], ""));
+    // Ids and times only: no field longer than a kid or a timestamp.
+    for line in listed.lines().skip(1) {
+        assert!(line.split('\t').all(|field| field.len() <= 25), "{line}");
+    }
+
+    let mut other = server.options.clone();
+    other.secret = Some("a-different-secret-of-at-least-32-bytes".into());
+    let out = run_cli(server.data.path(), &other, &["keys", "list"], "");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot be unsealed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(SECRET));
+    let serve = run_cli(
+        server.data.path(),
+        &other,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-socket",
+            "/nonexistent/a.sock",
+        ],
+        "",
+    );
+    assert!(!serve.status.success());
+    assert!(
+        stderr(&serve).contains("cannot be unsealed"),
+        "{}",
+        stderr(&serve)
+    );
+}

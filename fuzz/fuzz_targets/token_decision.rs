@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         }))
     };
     // The fuzzer cannot forge an HMAC: any acceptance is a bug.
-    match policy::decide_access(&request, &settings, anyone, |_| Ok(false), NOW) {
+    match policy::decide_access(&request, &settings, anyone, |_, _, _| Ok(false), NOW) {
         Ok(principal) => panic!("accepted a token the fuzzer made: {principal:?}"),
         Err(AccessDenial::Unavailable(reason)) => panic!("settings reported unusable: {reason}"),
         Err(_) => {}

@@ -37,7 +37,7 @@ impl Directory for OneUser {
         Ok((username == self.0.username).then(|| self.0.clone()))
     }
 
-    fn is_revoked(&self, _: &str) -> Result<bool, String> {
+    fn is_revoked(&self, _: &str, _: &str, _: u64) -> Result<bool, String> {
         Ok(false)
     }
 }

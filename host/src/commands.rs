@@ -35,6 +35,19 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
             db.add_user(username, &hash, &scopes).await?;
             println!("added user {username} with scopes [{}]", scopes.join(" "));
         }
+        UserCommand::Passwd { username } => {
+            let password = read_password()?;
+            let policy = PolicyHandle::load(
+                &settings.policy_config()?,
+                settings.policy_settings()?,
+                Arc::new(NoUsers),
+            )?;
+            let hash = policy.hash_password(password).await?;
+            if !db.set_password(username, &hash, keys::unix_now()).await? {
+                bail!("no user named {username}");
+            }
+            println!("changed the password of {username}; their earlier tokens are revoked");
+        }
         UserCommand::List => {
             for user in db.list_users().await? {
                 println!("{}\t{}", user.username, user.scopes.join(" "));
@@ -335,7 +348,7 @@ impl Directory for NoUsers {
         Ok(None)
     }
 
-    fn is_revoked(&self, _: &str) -> Result<bool, String> {
+    fn is_revoked(&self, _: &str, _: &str, _: u64) -> Result<bool, String> {
         Ok(false)
     }
 }

@@ -147,8 +147,12 @@ impl Directory for DatabaseDirectory {
         }))
     }
 
-    fn is_revoked(&self, token_id: &str) -> Result<bool, String> {
-        tokio::task::block_in_place(|| self.runtime.block_on(self.db.is_revoked(token_id)))
-            .map_err(|e| e.to_string())
+    fn is_revoked(&self, token_id: &str, subject: &str, issued_at: u64) -> Result<bool, String> {
+        let issued_at = i64::try_from(issued_at).unwrap_or(i64::MAX);
+        tokio::task::block_in_place(|| {
+            self.runtime
+                .block_on(self.db.is_revoked(token_id, subject, issued_at))
+        })
+        .map_err(|e| e.to_string())
     }
 }

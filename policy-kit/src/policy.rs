@@ -103,7 +103,7 @@ pub fn decide_access(
     request: &AccessRequest,
     settings: &PolicySettings,
     find_user: impl FnOnce(&str) -> Result<Option<UserRecord>, String>,
-    is_revoked: impl FnOnce(&str) -> Result<bool, String>,
+    is_revoked: impl FnOnce(&str, &str, u64) -> Result<bool, String>,
     now: u64,
 ) -> Result<Principal, AccessDenial> {
     let token = match scope::bearer(request.authorization.as_deref()) {
@@ -123,7 +123,7 @@ pub fn decide_access(
         .jti
         .as_deref()
         .ok_or_else(|| AccessDenial::InvalidToken("the token has no `jti`".into()))?;
-    if is_revoked(token_id).map_err(AccessDenial::Unavailable)? {
+    if is_revoked(token_id, &claims.sub, claims.iat).map_err(AccessDenial::Unavailable)? {
         return Err(AccessDenial::InvalidToken("the token was revoked".into()));
     }
     let user = find_user(&claims.sub)
@@ -348,7 +348,7 @@ mod tests {
         );
     }
 
-    fn not_revoked(_: &str) -> Result<bool, String> {
+    fn not_revoked(_: &str, _: &str, _: u64) -> Result<bool, String> {
         Ok(false)
     }
 
@@ -371,7 +371,7 @@ mod tests {
         .unwrap();
         let jti = claims.jti.unwrap();
         let asked = access(Some(&grant.access_token), &[]);
-        let revoked = |id: &str| Ok(id == jti);
+        let revoked = |id: &str, _: &str, _: u64| Ok(id == jti);
         assert_eq!(
             decide_access(&asked, &settings(), directory, revoked, NOW),
             Err(AccessDenial::InvalidToken("the token was revoked".into()))
@@ -381,7 +381,7 @@ mod tests {
                 &asked,
                 &settings(),
                 directory,
-                |_| Err("db down".into()),
+                |_, _, _| Err("db down".into()),
                 NOW
             ),
             Err(AccessDenial::Unavailable(_))

@@ -98,7 +98,7 @@ proptest! {
             route: "/tasks".into(),
             required_scopes: scopes,
         };
-        let _ = policy::decide_access(&request, &settings(), anyone, |_| Ok(false), NOW);
+        let _ = policy::decide_access(&request, &settings(), anyone, |_, _, _| Ok(false), NOW);
     }
 
     /// Replacing, inserting or deleting any byte of a signed token, or any
@@ -137,7 +137,7 @@ proptest! {
             required_scopes: vec![],
         };
         prop_assert!(matches!(
-            policy::decide_access(&request, &settings(), anyone, |_| Ok(false), NOW),
+            policy::decide_access(&request, &settings(), anyone, |_, _, _| Ok(false), NOW),
             Err(AccessDenial::InvalidToken(_) | AccessDenial::NoCredentials)
         ));
     }

@@ -395,7 +395,7 @@ async fn help_is_complete() {
         stdout(&out)
     };
     let top = help(&["--help"]);
-    for command in ["serve", "user", "auth", "config"] {
+    for command in ["serve", "user", "auth", "keys", "config"] {
         assert!(
             top.lines()
                 .any(|l| l.trim_start().starts_with(command) && l.len() > command.len() + 4),
@@ -405,7 +405,10 @@ async fn help_is_complete() {
     assert!(top.contains("TASKFLOW_JWT_SECRET"));
     for (args, expected) in [
         (vec!["serve", "--help"], vec!["--listen", "TASKFLOW_LISTEN"]),
-        (vec!["user", "--help"], vec!["add", "list", "remove"]),
+        (vec!["user", "--help"], vec!["add", "list", "passwd", "remove"]),
+        (vec!["user", "passwd", "--help"], vec!["<USERNAME>"]),
+        (vec!["keys", "--help"], vec!["rotate", "list", "retire"]),
+        (vec!["keys", "retire", "--help"], vec!["<KID>"]),
         (
             vec!["user", "add", "--help"],
             vec!["--scopes", "<USERNAME>"],

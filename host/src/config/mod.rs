@@ -114,6 +114,12 @@ pub enum UserCommand {
     },
     /// List users and their scopes.
     List,
+    /// Set a user's password (read from standard input, one line); every
+    /// token issued to the user so far is revoked.
+    Passwd {
+        /// The user whose password changes.
+        username: String,
+    },
     /// Remove a user and their tasks.
     Remove {
         /// The user to remove.

@@ -102,8 +102,13 @@ impl self::taskflow::auth::host::Host for StoreState {
         }))
     }
 
-    fn is_revoked(&mut self, token_id: String) -> Result<bool, String> {
-        self.env.users.is_revoked(&token_id)
+    fn is_revoked(
+        &mut self,
+        token_id: String,
+        subject: String,
+        issued_at: u64,
+    ) -> Result<bool, String> {
+        self.env.users.is_revoked(&token_id, &subject, issued_at)
     }
 }
 
@@ -564,7 +569,7 @@ impl Directory for ProbeDirectory {
         Ok((username == self.0.username).then(|| self.0.clone()))
     }
 
-    fn is_revoked(&self, _: &str) -> Result<bool, String> {
+    fn is_revoked(&self, _: &str, _: &str, _: u64) -> Result<bool, String> {
         Ok(false)
     }
 }

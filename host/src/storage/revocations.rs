@@ -30,13 +30,26 @@ impl Database {
         Ok(())
     }
 
-    pub async fn is_revoked(&self, jti: &str) -> Result<bool, StorageError> {
-        let row: Option<(i64,)> =
-            sqlx::query_as("SELECT expires_at FROM revoked_tokens WHERE jti = $1")
-                .bind(jti)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.is_some())
+    /// Whether the token `jti` of `subject`, issued at `issued_at` (Unix
+    /// seconds), was revoked: by itself, or by a password change at or
+    /// after its issue.
+    pub async fn is_revoked(
+        &self,
+        jti: &str,
+        subject: &str,
+        issued_at: i64,
+    ) -> Result<bool, StorageError> {
+        let (hits,): (i64,) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1)
+                  + (SELECT COUNT(*) FROM users
+                     WHERE username = $2 AND tokens_revoked_through >= $3)",
+        )
+        .bind(jti)
+        .bind(subject)
+        .bind(issued_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(hits > 0)
     }
 }
 
@@ -49,11 +62,27 @@ mod tests {
         let (db, _dir) = test_database().await;
         db.revoke_token("a", 1_000, 500).await.unwrap();
         db.revoke_token("a", 1_000, 500).await.unwrap();
-        assert!(db.is_revoked("a").await.unwrap());
-        assert!(!db.is_revoked("b").await.unwrap());
+        assert!(db.is_revoked("a", "alice", 100).await.unwrap());
+        assert!(!db.is_revoked("b", "alice", 100).await.unwrap());
         // Revoking another token later prunes what expired long enough ago.
         db.revoke_token("b", 5_000, 1_000 + 61).await.unwrap();
-        assert!(!db.is_revoked("a").await.unwrap());
-        assert!(db.is_revoked("b").await.unwrap());
+        assert!(!db.is_revoked("a", "alice", 100).await.unwrap());
+        assert!(db.is_revoked("b", "alice", 100).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_password_change_revokes_the_tokens_issued_before() {
+        let (db, _dir) = test_database().await;
+        db.add_user("alice", "h1", &[]).await.unwrap();
+        assert!(!db.is_revoked("j", "alice", 100).await.unwrap());
+        assert!(db.set_password("alice", "h2", 150).await.unwrap());
+        assert!(db.is_revoked("j", "alice", 100).await.unwrap());
+        assert!(db.is_revoked("j", "alice", 150).await.unwrap());
+        assert!(!db.is_revoked("j", "alice", 151).await.unwrap());
+        assert_eq!(
+            db.find_user("alice").await.unwrap().unwrap().password_hash,
+            "h2"
+        );
+        assert!(!db.set_password("nobody", "h", 150).await.unwrap());
     }
 }

@@ -71,6 +71,25 @@ impl Database {
         Ok(rows.into_iter().map(StoredUser::from).collect())
     }
 
+    /// Sets a new password hash and revokes every token issued to the user
+    /// up to `now` (Unix seconds). Returns whether the user exists.
+    pub async fn set_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let result = sqlx::query(
+            "UPDATE users SET password_hash = $1, tokens_revoked_through = $2 WHERE username = $3",
+        )
+        .bind(password_hash)
+        .bind(now)
+        .bind(username)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
     /// Removes a user and, by cascade, their tasks. Returns whether one existed.
     pub async fn remove_user(&self, username: &str) -> Result<bool, StorageError> {
         let result = sqlx::query("DELETE FROM users WHERE username = $1")

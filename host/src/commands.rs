@@ -24,25 +24,12 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
         UserCommand::Add { username, scopes } => {
             check_username(username)?;
             let scopes = parse_scopes(scopes)?;
-            let password = read_password()?;
-            // The component hashes, so the hash is exactly what it will check.
-            let policy = PolicyHandle::load(
-                &settings.policy_config()?,
-                settings.policy_settings()?,
-                Arc::new(NoUsers),
-            )?;
-            let hash = policy.hash_password(password).await?;
+            let hash = hash_password(settings, read_password()?).await?;
             db.add_user(username, &hash, &scopes).await?;
             println!("added user {username} with scopes [{}]", scopes.join(" "));
         }
         UserCommand::Passwd { username } => {
-            let password = read_password()?;
-            let policy = PolicyHandle::load(
-                &settings.policy_config()?,
-                settings.policy_settings()?,
-                Arc::new(NoUsers),
-            )?;
-            let hash = policy.hash_password(password).await?;
+            let hash = hash_password(settings, read_password()?).await?;
             if !db.set_password(username, &hash, keys::unix_now()).await? {
                 bail!("no user named {username}");
             }
@@ -291,6 +278,17 @@ fn toml_value(value: &str) -> String {
     } else {
         toml::Value::String(value.to_owned()).to_string()
     }
+}
+
+/// Hashes with the configured component, so the hash is exactly what it
+/// will check at `/token`.
+async fn hash_password(settings: &SettingsArgs, password: String) -> anyhow::Result<String> {
+    let policy = PolicyHandle::load(
+        &settings.policy_config()?,
+        settings.policy_settings()?,
+        Arc::new(NoUsers),
+    )?;
+    Ok(policy.hash_password(password).await?)
 }
 
 /// Usernames become a token's `sub`: printable, no spaces, 1 to 64 characters.

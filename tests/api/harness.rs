@@ -218,15 +218,26 @@ impl TestServer {
         );
     }
 
-    /// POSTs a raw form body to `/token`.
-    pub async fn token_request(&self, form: &str) -> reqwest::Response {
+    /// POSTs a raw form body to `path`.
+    pub async fn post_form(&self, path: &str, form: &str) -> reqwest::Response {
         self.client
-            .post(self.url("/token"))
+            .post(self.url(path))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(form.to_owned())
             .send()
             .await
             .unwrap()
+    }
+
+    /// POSTs a raw form body to `/token`.
+    pub async fn token_request(&self, form: &str) -> reqwest::Response {
+        self.post_form("/token", form).await
+    }
+
+    /// Revokes `token` through `POST /revoke`.
+    pub async fn revoke(&self, token: &str) -> reqwest::Response {
+        self.post_form("/revoke", &format!("token={}", urlencode(token)))
+            .await
     }
 
     /// A token for `user` (password [`PASSWORD`]), optionally narrowed to `scope`.

@@ -405,7 +405,10 @@ async fn help_is_complete() {
     assert!(top.contains("TASKFLOW_JWT_SECRET"));
     for (args, expected) in [
         (vec!["serve", "--help"], vec!["--listen", "TASKFLOW_LISTEN"]),
-        (vec!["user", "--help"], vec!["add", "list", "passwd", "remove"]),
+        (
+            vec!["user", "--help"],
+            vec!["add", "list", "passwd", "remove"],
+        ),
         (vec!["user", "passwd", "--help"], vec!["<USERNAME>"]),
         (vec!["keys", "--help"], vec!["rotate", "list", "retire"]),
         (vec!["keys", "retire", "--help"], vec!["<KID>"]),

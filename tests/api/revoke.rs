@@ -4,17 +4,6 @@ use serde_json::Value;
 
 use crate::harness::{SECRET, TestServer, assert_error, claims, mint};
 
-async fn revoke(server: &TestServer, form: &str) -> reqwest::Response {
-    server
-        .client
-        .post(server.url("/revoke"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form.to_owned())
-        .send()
-        .await
-        .unwrap()
-}
-
 /// A revoked token is refused by every check from then on; the user's
 /// other tokens are not affected.
 #[tokio::test]
@@ -31,11 +20,12 @@ async fn a_revoked_token_is_refused_from_then_on() {
         200
     );
 
-    let answer = revoke(
-        &server,
-        &format!("token={revoked}&token_type_hint=access_token"),
-    )
-    .await;
+    let answer = server
+        .post_form(
+            "/revoke",
+            &format!("token={revoked}&token_type_hint=access_token"),
+        )
+        .await;
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.headers()["cache-control"], "no-store");
     let body: Value = assert_error(
@@ -63,7 +53,10 @@ async fn a_revoked_token_is_refused_from_then_on() {
 
     // Revoking again, and after a restart, changes nothing: it is stored.
     assert_eq!(
-        revoke(&server, &format!("token={revoked}")).await.status(),
+        server
+            .post_form("/revoke", &format!("token={revoked}"))
+            .await
+            .status(),
         200
     );
     let server = server.restart().await;
@@ -97,22 +90,20 @@ async fn unusable_tokens_and_bad_requests() {
         &crate::harness::kid_of(&server.token("alice", None).await),
     );
     for token in ["garbage", "a.b.c", expired.as_str(), ""] {
-        let answer = revoke(
-            &server,
-            &format!("token={}", crate::harness::urlencode(token)),
-        )
-        .await;
+        let answer = server.revoke(token).await;
         assert_eq!(answer.status(), 200, "{token}");
     }
     assert_error(
-        revoke(&server, "token_type_hint=access_token").await,
+        server
+            .post_form("/revoke", "token_type_hint=access_token")
+            .await,
         400,
         "invalid_request",
         None,
     )
     .await;
     assert_error(
-        revoke(&server, "token=a&token=b").await,
+        server.post_form("/revoke", "token=a&token=b").await,
         400,
         "invalid_request",
         None,
@@ -127,7 +118,7 @@ async fn unusable_tokens_and_bad_requests() {
         .unwrap();
     assert_error(json, 400, "invalid_request", None).await;
     let huge = format!("token={}", "a".repeat(9 * 1024));
-    assert_eq!(revoke(&server, &huge).await.status(), 413);
+    assert_eq!(server.post_form("/revoke", &huge).await.status(), 413);
 }
 
 /// `taskflow user passwd` revokes every token the user had; the new

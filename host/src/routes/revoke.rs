@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::token::{TOKEN_BODY_LIMIT, is_form, oauth, parse_form};
+use super::token::{oauth, read_form};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::policy::{AccessRequest, Denial};
@@ -39,15 +39,7 @@ pub struct RevokeForm {
         (status = 503, description = "the auth component or storage failed", body = ErrorBody),
     ))]
 pub async fn revoke(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    if !is_form(&parts.headers) {
-        return Err(oauth(
-            "invalid_request",
-            "Content-Type must be application/x-www-form-urlencoded",
-        ));
-    }
-    let body = super::read_body(&parts.headers, body, TOKEN_BODY_LIMIT, "invalid_request").await?;
-    let mut params = parse_form(&body, &["token", "token_type_hint"])?;
+    let mut params = read_form(request, &["token", "token_type_hint"]).await?;
     let token = params
         .remove("token")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `token`"))?;

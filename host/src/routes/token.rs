@@ -79,17 +79,9 @@ async fn grant(
     client: SocketAddr,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    if !is_form(&parts.headers) {
-        return Err(oauth(
-            "invalid_request",
-            "Content-Type must be application/x-www-form-urlencoded",
-        ));
-    }
     // The size is checked before anything else is done with the body, and
     // long before any password work.
-    let body = super::read_body(&parts.headers, body, TOKEN_BODY_LIMIT, "invalid_request").await?;
-    let mut params = parse_form(&body, &["grant_type", "username", "password", "scope"])?;
+    let mut params = read_form(request, &["grant_type", "username", "password", "scope"]).await?;
 
     match params.remove("grant_type").as_deref() {
         None => return Err(oauth("invalid_request", "missing parameter `grant_type`")),
@@ -158,7 +150,7 @@ async fn grant(
     Ok((headers, body).into_response())
 }
 
-pub(super) fn is_form(headers: &HeaderMap) -> bool {
+fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -170,9 +162,22 @@ pub(super) fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// [`form::parse`], with a repeated parameter as RFC 6749's `invalid_request`.
-pub(super) fn parse_form(body: &[u8], known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
-    form::parse(body, known).map_err(|e| oauth("invalid_request", e.to_string()))
+/// Reads an OAuth form body of at most [`TOKEN_BODY_LIMIT`], keeping the
+/// `known` parameters; a wrong content type or a repeated parameter is
+/// RFC 6749's `invalid_request`.
+pub(super) async fn read_form(
+    request: Request,
+    known: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    let (parts, body) = request.into_parts();
+    if !is_form(&parts.headers) {
+        return Err(oauth(
+            "invalid_request",
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let body = super::read_body(&parts.headers, body, TOKEN_BODY_LIMIT, "invalid_request").await?;
+    form::parse(&body, known).map_err(|e| oauth("invalid_request", e.to_string()))
 }
 
 #[cfg(test)]

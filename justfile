@@ -48,11 +48,11 @@ lint: wasm-target
 # Lint, build the components, then unit tests of both sides and the
 # integration tests (last): on SQLite, as real clients (Chromium on /docs,
 # schemathesis), and on a throwaway PostgreSQL server. The tests build the
-# host themselves, with the test features: one build of wasmtime, not two.
+# host themselves, and every run selects the same targets (`--workspace
+# --lib --bins` and test binaries): cargo unifies features per selection,
+# so this is one build of wasmtime, not one per run.
 test: lint components test-components test-tools
-    cargo test --release --workspace --lib --bins
-    cargo test --release -p taskflow --test api
-    cargo test --release -p taskflow --test clients
+    cargo test --release --workspace --lib --bins --test api --test clients
     just test-postgres
 
 # What the `clients` tests drive: Debian's chromium and chromium-driver, and
@@ -63,7 +63,7 @@ test-tools:
 # The integration tests on PostgreSQL: installs it from Debian's packages if
 # missing, runs a throwaway server on loopback, stops it afterwards.
 test-postgres: components test-components
-    scripts/with-postgres bash -c "cargo test --release -p taskflow --test api && cargo test --release -p taskflow --test replicas"
+    scripts/with-postgres cargo test --release --workspace --lib --bins --test api --test replicas
 
 # Benchmarks: policy calls vs native code (criterion), the server under wrk,
 # start-up and swap times. Writes docs/benchmarks.md.

@@ -37,8 +37,13 @@ impl Directory for OneUser {
         Ok((username == self.0.username).then(|| self.0.clone()))
     }
 
-    fn is_revoked(&self, _: &str, _: &str, _: u64) -> Result<bool, String> {
-        Ok(false)
+    fn check_token(
+        &self,
+        _: &str,
+        subject: &str,
+        _: u64,
+    ) -> Result<(bool, Option<UserRecord>), String> {
+        Ok((false, self.find_user(subject)?))
     }
 }
 

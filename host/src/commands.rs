@@ -346,8 +346,13 @@ impl Directory for NoUsers {
         Ok(None)
     }
 
-    fn is_revoked(&self, _: &str, _: &str, _: u64) -> Result<bool, String> {
-        Ok(false)
+    fn check_token(
+        &self,
+        _: &str,
+        subject: &str,
+        _: u64,
+    ) -> Result<(bool, Option<UserRecord>), String> {
+        Ok((false, self.find_user(subject)?))
     }
 }
 

@@ -10,7 +10,7 @@ use crate::config::SettingsArgs;
 use crate::files;
 use crate::keys::{self, KeyRing};
 use crate::policy::{Directory, PolicyHandle, UserRecord};
-use crate::storage::Database;
+use crate::storage::{Database, StoredUser};
 use crate::throttle::LoginThrottle;
 use crate::{admin, reload, server};
 
@@ -140,19 +140,29 @@ impl Directory for DatabaseDirectory {
         let found =
             tokio::task::block_in_place(|| self.runtime.block_on(self.db.find_user(username)))
                 .map_err(|e| e.to_string())?;
-        Ok(found.map(|u| UserRecord {
-            username: u.username,
-            password_hash: u.password_hash,
-            scopes: u.scopes,
-        }))
+        Ok(found.map(user_record))
     }
 
-    fn is_revoked(&self, token_id: &str, subject: &str, issued_at: u64) -> Result<bool, String> {
+    fn check_token(
+        &self,
+        token_id: &str,
+        subject: &str,
+        issued_at: u64,
+    ) -> Result<(bool, Option<UserRecord>), String> {
         let issued_at = i64::try_from(issued_at).unwrap_or(i64::MAX);
-        tokio::task::block_in_place(|| {
+        let (revoked, user) = tokio::task::block_in_place(|| {
             self.runtime
-                .block_on(self.db.is_revoked(token_id, subject, issued_at))
+                .block_on(self.db.token_status(token_id, subject, issued_at))
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        Ok((revoked, user.map(user_record)))
+    }
+}
+
+fn user_record(user: StoredUser) -> UserRecord {
+    UserRecord {
+        username: user.username,
+        password_hash: user.password_hash,
+        scopes: user.scopes,
     }
 }

@@ -30,9 +30,16 @@ pub struct UserRecord {
 pub trait Directory: Send + Sync + 'static {
     /// `Err` means storage is unavailable; the text goes to logs, not clients.
     fn find_user(&self, username: &str) -> Result<Option<UserRecord>, String>;
-    /// Whether an access token was revoked: by its id (`jti`), or with all
-    /// of `subject`'s tokens issued (`iat`) up to a password change.
-    fn is_revoked(&self, token_id: &str, subject: &str, issued_at: u64) -> Result<bool, String>;
+    /// Whether an access token was revoked (by its id, `jti`, or with all of
+    /// `subject`'s tokens issued (`iat`) up to a password change), and
+    /// `subject`'s record, found in the same lookup: the policy asks for it
+    /// next, and the host answers that from here rather than asking again.
+    fn check_token(
+        &self,
+        token_id: &str,
+        subject: &str,
+        issued_at: u64,
+    ) -> Result<(bool, Option<UserRecord>), String>;
 }
 
 /// One HMAC key the policy signs or verifies with.

@@ -75,6 +75,9 @@ struct StoreState {
     table: ResourceTable,
     limits: StoreLimits,
     env: Arc<HostEnv>,
+    /// A user record fetched by `is-revoked` during the current call, kept
+    /// for the `find-user` that follows it. Cleared before every call.
+    looked_up: Option<(String, Option<super::UserRecord>)>,
 }
 
 impl WasiView for StoreState {
@@ -94,7 +97,10 @@ impl self::taskflow::auth::host::Host for StoreState {
     }
 
     fn find_user(&mut self, username: String) -> Result<Option<wit::UserRecord>, String> {
-        let user = self.env.users.find_user(&username)?;
+        let user = match self.looked_up.take() {
+            Some((name, user)) if name == username => user,
+            _ => self.env.users.find_user(&username)?,
+        };
         Ok(user.map(|u| wit::UserRecord {
             username: u.username,
             password_hash: u.password_hash,
@@ -108,7 +114,9 @@ impl self::taskflow::auth::host::Host for StoreState {
         subject: String,
         issued_at: u64,
     ) -> Result<bool, String> {
-        self.env.users.is_revoked(&token_id, &subject, issued_at)
+        let (revoked, user) = self.env.users.check_token(&token_id, &subject, issued_at)?;
+        self.looked_up = Some((subject, user));
+        Ok(revoked)
     }
 }
 
@@ -477,6 +485,7 @@ impl PolicyRuntime {
         instance
             .store
             .set_epoch_deadline(self.sandbox.deadline_ticks);
+        instance.store.data_mut().looked_up = None;
         // A host function can panic under a guest's call (the WASI streams
         // block on the async runtime, which panics on a runtime thread); the
         // guest must not turn that into a dropped connection.
@@ -533,6 +542,7 @@ impl PolicyRuntime {
                 table: ResourceTable::new(),
                 limits,
                 env,
+                looked_up: None,
             },
         );
         store.limiter(|state| &mut state.limits);
@@ -569,8 +579,13 @@ impl Directory for ProbeDirectory {
         Ok((username == self.0.username).then(|| self.0.clone()))
     }
 
-    fn is_revoked(&self, _: &str, _: &str, _: u64) -> Result<bool, String> {
-        Ok(false)
+    fn check_token(
+        &self,
+        _: &str,
+        subject: &str,
+        _: u64,
+    ) -> Result<(bool, Option<super::UserRecord>), String> {
+        Ok((false, self.find_user(subject)?))
     }
 }
 

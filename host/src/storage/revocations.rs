@@ -1,6 +1,6 @@
 //! Access tokens revoked before they expire (RFC 7009), by `jti`.
 
-use super::{Database, StorageError};
+use super::{Database, StorageError, StoredUser};
 
 /// How long past its `exp` a revoked token is remembered: the most clock
 /// skew a verifier allows, so no verifier can still accept it.
@@ -31,25 +31,42 @@ impl Database {
     }
 
     /// Whether the token `jti` of `subject`, issued at `issued_at` (Unix
-    /// seconds), was revoked: by itself, or by a password change at or
-    /// after its issue.
-    pub async fn is_revoked(
+    /// seconds), was revoked (by itself, or by a password change at or after
+    /// its issue), and `subject` as stored: one query for the Bearer check.
+    pub async fn token_status(
         &self,
         jti: &str,
         subject: &str,
         issued_at: i64,
-    ) -> Result<bool, StorageError> {
-        let (hits,): (i64,) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1)
-                  + (SELECT COUNT(*) FROM users
-                     WHERE username = $2 AND tokens_revoked_through >= $3)",
+    ) -> Result<(bool, Option<StoredUser>), StorageError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            revocations: i64,
+            username: Option<String>,
+            password_hash: Option<String>,
+            scopes: Option<String>,
+            tokens_revoked_through: Option<i64>,
+        }
+        let row: Row = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1) AS revocations,
+                    u.username, u.password_hash, u.scopes, u.tokens_revoked_through
+             FROM (SELECT 1 AS anchor) AS one
+             LEFT JOIN users u ON u.username = $2",
         )
         .bind(jti)
         .bind(subject)
-        .bind(issued_at)
         .fetch_one(&self.pool)
         .await?;
-        Ok(hits > 0)
+        let cut_off = row.tokens_revoked_through.is_some_and(|t| t >= issued_at);
+        let user = match (row.username, row.password_hash, row.scopes) {
+            (Some(username), Some(password_hash), Some(scopes)) => Some(StoredUser {
+                username,
+                password_hash,
+                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+            }),
+            _ => None,
+        };
+        Ok((row.revocations > 0 || cut_off, user))
     }
 }
 
@@ -62,23 +79,31 @@ mod tests {
         let (db, _dir) = test_database().await;
         db.revoke_token("a", 1_000, 500).await.unwrap();
         db.revoke_token("a", 1_000, 500).await.unwrap();
-        assert!(db.is_revoked("a", "alice", 100).await.unwrap());
-        assert!(!db.is_revoked("b", "alice", 100).await.unwrap());
+        assert!(db.token_status("a", "alice", 100).await.unwrap().0);
+        assert!(!db.token_status("b", "alice", 100).await.unwrap().0);
         // Revoking another token later prunes what expired long enough ago.
         db.revoke_token("b", 5_000, 1_000 + 61).await.unwrap();
-        assert!(!db.is_revoked("a", "alice", 100).await.unwrap());
-        assert!(db.is_revoked("b", "alice", 100).await.unwrap());
+        assert!(!db.token_status("a", "alice", 100).await.unwrap().0);
+        assert!(db.token_status("b", "alice", 100).await.unwrap().0);
     }
 
     #[tokio::test]
     async fn a_password_change_revokes_the_tokens_issued_before() {
         let (db, _dir) = test_database().await;
-        db.add_user("alice", "h1", &[]).await.unwrap();
-        assert!(!db.is_revoked("j", "alice", 100).await.unwrap());
+        db.add_user("alice", "h1", &["tasks:read".into()])
+            .await
+            .unwrap();
+        let (revoked, user) = db.token_status("j", "alice", 100).await.unwrap();
+        assert!(!revoked);
+        assert_eq!(user.unwrap().scopes, vec!["tasks:read"]);
+        assert_eq!(
+            db.token_status("j", "nobody", 100).await.unwrap(),
+            (false, None)
+        );
         assert!(db.set_password("alice", "h2", 150).await.unwrap());
-        assert!(db.is_revoked("j", "alice", 100).await.unwrap());
-        assert!(db.is_revoked("j", "alice", 150).await.unwrap());
-        assert!(!db.is_revoked("j", "alice", 151).await.unwrap());
+        assert!(db.token_status("j", "alice", 100).await.unwrap().0);
+        assert!(db.token_status("j", "alice", 150).await.unwrap().0);
+        assert!(!db.token_status("j", "alice", 151).await.unwrap().0);
         assert_eq!(
             db.find_user("alice").await.unwrap().unwrap().password_hash,
             "h2"

@@ -150,6 +150,13 @@ impl Directory for DatabaseDirectory {
         issued_at: u64,
     ) -> Result<(bool, Option<UserRecord>), String> {
         let issued_at = i64::try_from(issued_at).unwrap_or(i64::MAX);
+        // A remembered answer needs no trip through the async runtime.
+        if let Some((revoked, user)) = self
+            .db
+            .remembered_token_status(token_id, subject, issued_at)
+        {
+            return Ok((revoked, user.map(user_record)));
+        }
         let (revoked, user) = tokio::task::block_in_place(|| {
             self.runtime
                 .block_on(self.db.token_status(token_id, subject, issued_at))

@@ -180,3 +180,56 @@ async fn a_password_change_revokes_earlier_tokens() {
     let unknown = server.cli(&["user", "passwd", "nobody"], "whatever\n");
     assert!(!unknown.status.success());
 }
+
+/// With `--token-status-cache-ms`, a Bearer check may reuse a token's
+/// lookup for that long: a revocation through this server still applies at
+/// once, while a removal made by another process (the CLI here; another
+/// replica alike) applies only once the remembered lookup expires.
+#[tokio::test]
+async fn the_token_status_cache_trades_immediacy_for_speed() {
+    let server = TestServer::start_with(crate::harness::Options {
+        extra_env: vec![("TASKFLOW_TOKEN_STATUS_CACHE_MS".into(), "3000".into())],
+        ..Default::default()
+    })
+    .await;
+    server.add_user("alice", "tasks:read");
+    server.add_user("bob", "tasks:read");
+    let alices = server.token("alice", None).await;
+    let bobs = server.token("bob", None).await;
+    for token in [&alices, &bobs] {
+        assert_eq!(
+            server
+                .call("GET", "/tasks", Some(token), None)
+                .await
+                .status(),
+            200
+        );
+    }
+
+    assert_eq!(server.revoke(&alices).await.status(), 200);
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&alices), None)
+            .await
+            .status(),
+        401
+    );
+
+    assert!(server.cli(&["user", "remove", "bob"], "").status.success());
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&bobs), None)
+            .await
+            .status(),
+        200,
+        "the remembered lookup is still fresh"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&bobs), None)
+            .await
+            .status(),
+        401
+    );
+}

@@ -176,6 +176,17 @@ pub struct SettingsArgs {
         global = true
     )]
     pub database_timeout_ms: u64,
+    /// How long a Bearer check may reuse a token's revocation and user
+    /// lookup, in milliseconds. 0 (the default): every check reads the
+    /// database, so revocations and removals apply on the next request;
+    /// above 0, changes made by other replicas or the CLI apply within it.
+    #[arg(
+        long,
+        env = "TASKFLOW_TOKEN_STATUS_CACHE_MS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub token_status_cache_ms: u64,
     /// Auth policy component (.wasm) [default: the one `just build` makes].
     #[arg(long, env = "TASKFLOW_AUTH_COMPONENT", global = true)]
     pub auth_component: Option<PathBuf>,
@@ -363,6 +374,8 @@ impl SettingsArgs {
         PoolSettings {
             max_connections: self.database_max_connections.max(1),
             timeout: Duration::from_millis(self.database_timeout_ms.max(1)),
+            token_status_cache: (self.token_status_cache_ms > 0)
+                .then(|| Duration::from_millis(self.token_status_cache_ms)),
         }
     }
 

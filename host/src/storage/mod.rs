@@ -9,6 +9,7 @@
 mod keys;
 mod revocations;
 mod tasks;
+mod token_cache;
 mod users;
 
 use std::time::Duration;
@@ -79,6 +80,8 @@ pub struct PoolSettings {
     /// may run (PostgreSQL `statement_timeout`; SQLite: wait for a writer).
     /// Past either, the request gets 503.
     pub timeout: Duration,
+    /// How long a Bearer check's lookup may be reused; `None`: never.
+    pub token_status_cache: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -86,6 +89,7 @@ impl Default for PoolSettings {
         Self {
             max_connections: 8,
             timeout: Duration::from_secs(5),
+            token_status_cache: None,
         }
     }
 }
@@ -95,6 +99,8 @@ impl Default for PoolSettings {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// Bearer-check lookups remembered for a while, if configured.
+    token_cache: Option<std::sync::Arc<token_cache::TokenCache>>,
 }
 
 impl Database {
@@ -155,7 +161,15 @@ impl Database {
             })
             .connect(&url)
             .await?;
-        Ok(Self { pool, backend })
+        let token_cache = settings
+            .token_status_cache
+            .filter(|ttl| !ttl.is_zero())
+            .map(|ttl| std::sync::Arc::new(token_cache::TokenCache::new(ttl)));
+        Ok(Self {
+            pool,
+            backend,
+            token_cache,
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -23,11 +23,25 @@ impl Database {
         .bind(expires_at)
         .execute(&self.pool)
         .await?;
+        if let Some(cache) = &self.token_cache {
+            cache.forget(jti);
+        }
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
             .bind(now - KEEP_AFTER_EXPIRY_SECONDS)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// What [`Database::token_status`] remembers of this token, if the
+    /// cache is on and the entry fresh; answers without waiting on anything.
+    pub fn remembered_token_status(
+        &self,
+        jti: &str,
+        subject: &str,
+        issued_at: i64,
+    ) -> Option<(bool, Option<StoredUser>)> {
+        self.token_cache.as_ref()?.get(jti, subject, issued_at)
     }
 
     /// Whether the token `jti` of `subject`, issued at `issued_at` (Unix
@@ -39,6 +53,9 @@ impl Database {
         subject: &str,
         issued_at: i64,
     ) -> Result<(bool, Option<StoredUser>), StorageError> {
+        if let Some(status) = self.remembered_token_status(jti, subject, issued_at) {
+            return Ok(status);
+        }
         #[derive(sqlx::FromRow)]
         struct Row {
             revocations: i64,
@@ -66,7 +83,11 @@ impl Database {
             }),
             _ => None,
         };
-        Ok((row.revocations > 0 || cut_off, user))
+        let status = (row.revocations > 0 || cut_off, user);
+        if let Some(cache) = &self.token_cache {
+            cache.put(jti, subject, issued_at, &status);
+        }
+        Ok(status)
     }
 }
 

@@ -87,7 +87,15 @@ impl Database {
         .bind(username)
         .execute(&self.pool)
         .await?;
+        self.forget_tokens_of(username);
         Ok(result.rows_affected() > 0)
+    }
+
+    /// Clears remembered Bearer-check lookups of `username`'s tokens.
+    fn forget_tokens_of(&self, username: &str) {
+        if let Some(cache) = &self.token_cache {
+            cache.forget_subject(username);
+        }
     }
 
     /// Removes a user and, by cascade, their tasks. Returns whether one existed.
@@ -96,6 +104,7 @@ impl Database {
             .bind(username)
             .execute(&self.pool)
             .await?;
+        self.forget_tokens_of(username);
         Ok(result.rows_affected() > 0)
     }
 }

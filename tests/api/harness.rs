@@ -139,7 +139,7 @@ impl TestServer {
         let base = wait_for_address(&mut child, data.path());
         TestServer {
             base,
-            client: reqwest::Client::new(),
+            client: client(),
             data,
             options,
             child,
@@ -353,6 +353,17 @@ fn wait_for_address(child: &mut Child, data: &Path) -> String {
             panic!("taskflow did not start; its log:\n{log}");
         }
     }
+}
+
+/// An HTTP client that never reuses a connection the server may be closing:
+/// the server closes a kept-alive connection after `--header-timeout` (10 s)
+/// idle, so the client lets idle ones go well before that, as any client of
+/// a server with an idle timeout should.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap()
 }
 
 pub fn urlencode(s: &str) -> String {

@@ -139,9 +139,7 @@ impl KeyRing {
                 self.unseal(key)?;
                 let state = if Some(i) == signer {
                     KeyState::Signing
-                } else if key.retired_at.is_some_and(|r| r <= now) {
-                    KeyState::Retired
-                } else if key.activates_at > now {
+                } else if key.activates_at > now && key.retired_at.is_none_or(|r| r > now) {
                     KeyState::Pending
                 } else {
                     KeyState::Retired

@@ -5,8 +5,6 @@
 //! host read its `jti` and `exp` and record the revocation, which every
 //! later Bearer check (on every replica sharing the database) consults.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::token::{oauth, read_form};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::keys::unix_now;
 use crate::policy::{AccessRequest, Denial};
 
 /// The form `POST /revoke` takes (RFC 7009 §2.1).
@@ -80,12 +79,6 @@ fn token_id_and_expiry(token: &str) -> Option<(String, i64)> {
     let payload = token.split('.').nth(1)?;
     let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
     Some((claims.jti, claims.exp))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

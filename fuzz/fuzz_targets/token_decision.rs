@@ -4,17 +4,27 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use policy_kit::{AccessDenial, AccessRequest, PolicySettings, SigningKey, UserRecord, policy};
+use policy_kit::{
+    AccessDenial, AccessRequest, KeyAlgorithm, PolicySettings, SigningKey, UserRecord, policy,
+};
 
 const NOW: u64 = 1_800_000_000;
 
 fuzz_target!(|data: &[u8]| {
     let header = String::from_utf8_lossy(data).into_owned();
     let settings = PolicySettings {
-        signing_keys: vec![SigningKey {
-            kid: "k1".into(),
-            secret: vec![7; 32],
-        }],
+        signing_keys: vec![
+            SigningKey {
+                kid: "k1".into(),
+                algorithm: KeyAlgorithm::Hs256,
+                secret: vec![7; 32],
+            },
+            SigningKey {
+                kid: "e1".into(),
+                algorithm: KeyAlgorithm::EdDsa,
+                secret: vec![9; 32],
+            },
+        ],
         issuer: "taskflow".into(),
         audience: "taskflow-api".into(),
         token_ttl_seconds: 1800,
@@ -33,7 +43,8 @@ fuzz_target!(|data: &[u8]| {
             scopes: vec!["tasks:read".into()],
         }))
     };
-    // The fuzzer cannot forge an HMAC: any acceptance is a bug.
+    // The fuzzer can forge neither an HMAC nor an Ed25519 signature: any
+    // acceptance is a bug.
     match policy::decide_access(&request, &settings, anyone, |_, _, _| Ok(false), NOW) {
         Ok(principal) => panic!("accepted a token the fuzzer made: {principal:?}"),
         Err(AccessDenial::Unavailable(reason)) => panic!("settings reported unusable: {reason}"),

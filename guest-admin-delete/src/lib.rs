@@ -27,8 +27,8 @@ mod component {
     use super::{MAX_TTL_SECONDS, required_scopes};
     use policy_kit::bindings::taskflow::auth::host;
     use policy_kit::{
-        AccessDenial, AccessRequest, PolicyInfo, Principal, TokenError, TokenGrant, TokenRequest,
-        hosted, policy, token,
+        AccessDenial, AccessRequest, PolicyInfo, Principal, RefreshRequest, TokenError, TokenGrant,
+        TokenRequest, hosted, policy, token,
     };
 
     struct AdminDeletePolicy;
@@ -49,6 +49,12 @@ mod component {
             let mut settings = host::settings();
             settings.token_ttl_seconds = settings.token_ttl_seconds.min(MAX_TTL_SECONDS);
             policy::issue_token(&request, &settings, host::find_user, token::now())
+        }
+
+        fn refresh_token(request: RefreshRequest) -> Result<TokenGrant, TokenError> {
+            let mut settings = host::settings();
+            settings.token_ttl_seconds = settings.token_ttl_seconds.min(MAX_TTL_SECONDS);
+            policy::refresh_token(&request, &settings, host::find_user, token::now())
         }
 
         fn decide_access(request: AccessRequest) -> Result<Principal, AccessDenial> {

@@ -5,12 +5,12 @@
 //! host's imports.
 
 // A component only: elsewhere the crate is empty, since its exported names
-// (`taskflow:auth/policy@0.1.1#...`) link only for WebAssembly.
+// (`taskflow:auth/policy@0.2.0#...`) link only for WebAssembly.
 #![cfg(target_arch = "wasm32")]
 
 use policy_kit::{
-    AccessDenial, AccessRequest, PolicyInfo, Principal, TokenError, TokenGrant, TokenRequest,
-    hosted,
+    AccessDenial, AccessRequest, PolicyInfo, Principal, RefreshRequest, TokenError, TokenGrant,
+    TokenRequest, hosted,
 };
 
 struct AuthPolicy;
@@ -29,6 +29,10 @@ impl policy_kit::bindings::exports::taskflow::auth::policy::Guest for AuthPolicy
 
     fn issue_token(request: TokenRequest) -> Result<TokenGrant, TokenError> {
         hosted::issue_token(request)
+    }
+
+    fn refresh_token(request: RefreshRequest) -> Result<TokenGrant, TokenError> {
+        hosted::refresh_token(request)
     }
 
     fn decide_access(request: AccessRequest) -> Result<Principal, AccessDenial> {

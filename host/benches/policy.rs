@@ -18,8 +18,8 @@ use criterion::Criterion;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
 use taskflow::policy::{
-    AccessRequest, Directory, PolicyConfig, PolicyHandle, PolicySettings, SandboxLimits,
-    SigningKey, UserRecord,
+    AccessRequest, Directory, KeyAlgorithm, PolicyConfig, PolicyHandle, PolicySettings,
+    SandboxLimits, SigningKey, UserRecord,
 };
 
 const SECRET: &[u8] = b"benchmark-secret-of-thirty-two-bytes-or-more";
@@ -144,6 +144,7 @@ fn main() {
         PolicySettings {
             signing_keys: vec![SigningKey {
                 kid: kid.clone(),
+                algorithm: KeyAlgorithm::Hs256,
                 secret: SECRET.to_vec(),
             }],
             issuer: "taskflow".into(),

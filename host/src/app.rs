@@ -17,7 +17,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::policy::PolicyHandle;
-use crate::routes::{health, revoke, tasks, token, users};
+use crate::refresh::RefreshTokens;
+use crate::routes::{health, jwks, revoke, tasks, token, users};
 use crate::storage::Database;
 use crate::throttle::LoginThrottle;
 
@@ -28,13 +29,22 @@ pub struct AppState {
     pub policy: PolicyHandle,
     pub logins: Arc<LoginThrottle>,
     pub metrics: Arc<Metrics>,
+    /// `None` when refresh tokens are off.
+    pub refresh: Option<RefreshTokens>,
 }
 
 impl AppState {
-    /// State for a server on `db` with `policy`, counting into fresh metrics.
-    pub fn new(db: Database, policy: PolicyHandle, logins: LoginThrottle) -> Self {
+    /// State for a server on `db` with `policy`, counting into fresh
+    /// metrics, issuing refresh tokens that live `refresh_ttl` (if any).
+    pub fn new(
+        db: Database,
+        policy: PolicyHandle,
+        logins: LoginThrottle,
+        refresh_ttl: Option<Duration>,
+    ) -> Self {
         let metrics = Arc::new(Metrics::new(policy.clone()));
         Self {
+            refresh: refresh_ttl.map(|ttl| RefreshTokens::new(db.clone(), ttl)),
             db,
             policy,
             logins: Arc::new(logins),
@@ -65,6 +75,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/token", post(token::issue_token))
         .route("/revoke", post(revoke::revoke))
+        .route("/.well-known/jwks.json", get(jwks::jwks))
         .route("/users/me", get(users::me))
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route(

@@ -55,10 +55,11 @@ pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Res
     let ring = KeyRing::new(db, settings.master_secret()?, settings.key_timings());
     let now = keys::unix_now();
     match command {
-        KeysCommand::Rotate => {
-            let added = ring.rotate(now).await?;
+        KeysCommand::Rotate { algorithm } => {
+            let added = ring.rotate(now, *algorithm).await?;
             println!(
-                "added key {}: it signs from {} on ({} s from now); the key signing until then is retired at that moment",
+                "added {} key {}: it signs from {} on ({} s from now); the key signing until then is retired at that moment",
+                added.algorithm,
                 added.kid,
                 rfc3339(added.activates_at),
                 added.activates_at - now
@@ -66,11 +67,12 @@ pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Res
         }
         KeysCommand::List => {
             let keys = ring.status(now).await?;
-            println!("KID\tSTATE\tCREATED\tSIGNS FROM\tVERIFIES UNTIL");
+            println!("KID\tALG\tSTATE\tCREATED\tSIGNS FROM\tVERIFIES UNTIL");
             for key in keys {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}",
                     key.kid,
+                    key.algorithm,
                     key.state,
                     rfc3339(key.created_at),
                     rfc3339(key.activates_at),

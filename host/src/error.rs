@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::policy::PolicyFailure;
+use crate::refresh::RefreshError;
 use crate::storage::StorageError;
 
 /// The body of every error answer.
@@ -49,6 +50,20 @@ pub enum ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<RefreshError> for ApiError {
+    fn from(e: RefreshError) -> Self {
+        match e {
+            RefreshError::Invalid | RefreshError::Reused => ApiError::OAuth {
+                code: "invalid_grant",
+                description: e.to_string(),
+            },
+            RefreshError::Random(_) | RefreshError::Storage(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
     }
 }
 

@@ -5,6 +5,9 @@
 //! replica, each sealed (XChaCha20-Poly1305, the kid as associated data)
 //! under a key derived from the signing secret, which then only unseals them.
 //!
+//! Keys are HS256 (a shared secret, never published) or EdDSA (an Ed25519
+//! seed, whose public half [`jwks`] publishes); each rotation picks one.
+//!
 //! A rotation adds a key that signs from a short delay on (so every replica
 //! knows it before any token carries it) and retires the signing key at that
 //! moment. A retired key signs no more but still verifies until every token
@@ -20,7 +23,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::key_id;
-use crate::policy::{PolicyHandle, SigningKey};
+use crate::policy::{KeyAlgorithm, PolicyHandle, SigningKey};
 use crate::storage::{Database, StorageError, StoredKey};
 
 /// Bytes of a generated signing key (the HMAC-SHA256 output size).
@@ -40,6 +43,8 @@ pub enum KeyError {
     LastSigner(String),
     #[error("no randomness for a new key: {0}")]
     Random(String),
+    #[error("signing key {kid} has an algorithm this version does not know: {algorithm}")]
+    UnknownAlgorithm { kid: String, algorithm: String },
 }
 
 /// How fast keys change hands.
@@ -77,6 +82,7 @@ impl std::fmt::Display for KeyState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStatus {
     pub kid: String,
+    pub algorithm: KeyAlgorithm,
     pub state: KeyState,
     pub created_at: i64,
     pub activates_at: i64,
@@ -111,16 +117,7 @@ impl KeyRing {
             return Ok(vec![self.secret_key()]);
         }
         let order = arrange(&stored, now, self.retention());
-        order
-            .into_iter()
-            .map(|i| {
-                let key = &stored[i];
-                Ok(SigningKey {
-                    kid: key.kid.clone(),
-                    secret: self.unseal(key)?,
-                })
-            })
-            .collect()
+        order.into_iter().map(|i| self.unseal(&stored[i])).collect()
     }
 
     /// Every key that still verifies, oldest first.
@@ -136,7 +133,7 @@ impl KeyRing {
             .map(|&i| {
                 let key = &stored[i];
                 // Every stored key must unseal: a wrong secret shows here.
-                self.unseal(key)?;
+                let algorithm = self.unseal(key)?.algorithm;
                 let state = if Some(i) == signer {
                     KeyState::Signing
                 } else if key.activates_at > now && key.retired_at.is_none_or(|r| r > now) {
@@ -146,6 +143,7 @@ impl KeyRing {
                 };
                 Ok(KeyStatus {
                     kid: key.kid.clone(),
+                    algorithm,
                     state,
                     created_at: key.created_at,
                     activates_at: key.activates_at,
@@ -158,9 +156,9 @@ impl KeyRing {
         Ok(status)
     }
 
-    /// Adds a new key that signs from `now` plus the activation delay, and
-    /// retires the signing key at that moment.
-    pub async fn rotate(&self, now: i64) -> Result<KeyStatus, KeyError> {
+    /// Adds a new key of `algorithm` that signs from `now` plus the
+    /// activation delay, and retires the signing key at that moment.
+    pub async fn rotate(&self, now: i64, algorithm: KeyAlgorithm) -> Result<KeyStatus, KeyError> {
         let stored = self.db.signing_keys().await?;
         let mut new = Vec::new();
         let signer = if stored.is_empty() {
@@ -177,8 +175,14 @@ impl KeyRing {
         };
         let mut secret = vec![0u8; KEY_BYTES];
         getrandom::fill(&mut secret).map_err(|e| KeyError::Random(e.to_string()))?;
+        let kid = match algorithm {
+            KeyAlgorithm::Hs256 => key_id(&secret),
+            // Named by its public half, which is published.
+            KeyAlgorithm::EdDsa => key_id(&ed25519_public(&secret).unwrap_or_default()),
+        };
         let key = SigningKey {
-            kid: key_id(&secret),
+            kid,
+            algorithm,
             secret,
         };
         let activates_at = now + self.timings.activation_delay.as_secs() as i64;
@@ -187,9 +191,10 @@ impl KeyRing {
         let retire: Vec<String> = signer.into_iter().collect();
         self.db.add_signing_key(&new, &retire, activates_at).await?;
         self.db.prune_signing_keys(now - self.retention()).await?;
-        tracing::info!(kid = %key.kid, activates_at, "signing key added");
+        tracing::info!(kid = %key.kid, %algorithm, activates_at, "signing key added");
         Ok(KeyStatus {
             kid: key.kid,
+            algorithm,
             state: KeyState::Pending,
             created_at: now,
             activates_at,
@@ -228,6 +233,7 @@ impl KeyRing {
     fn secret_key(&self) -> SigningKey {
         SigningKey {
             kid: key_id(&self.master),
+            algorithm: KeyAlgorithm::Hs256,
             secret: self.master.clone(),
         }
     }
@@ -254,7 +260,7 @@ impl KeyRing {
                 &XNonce::from(nonce),
                 Payload {
                     msg: &key.secret,
-                    aad: key.kid.as_bytes(),
+                    aad: &associated_data(&key.kid, key.algorithm),
                 },
             )
             .map_err(|_| KeyError::Unseal(key.kid.clone()))?;
@@ -262,6 +268,7 @@ impl KeyRing {
         blob.extend_from_slice(&sealed);
         Ok(StoredKey {
             kid: key.kid.clone(),
+            algorithm: key.algorithm.jose_name().to_owned(),
             sealed: B64.encode(blob),
             created_at: now,
             activates_at,
@@ -269,7 +276,13 @@ impl KeyRing {
         })
     }
 
-    fn unseal(&self, key: &StoredKey) -> Result<Vec<u8>, KeyError> {
+    fn unseal(&self, key: &StoredKey) -> Result<SigningKey, KeyError> {
+        let algorithm = KeyAlgorithm::from_jose_name(&key.algorithm).ok_or_else(|| {
+            KeyError::UnknownAlgorithm {
+                kid: key.kid.clone(),
+                algorithm: key.algorithm.clone(),
+            }
+        })?;
         let unseal_error = || KeyError::Unseal(key.kid.clone());
         let blob = B64.decode(&key.sealed).map_err(|_| unseal_error())?;
         if blob.len() < 24 {
@@ -277,16 +290,65 @@ impl KeyRing {
         }
         let (nonce, sealed) = blob.split_at(24);
         let nonce: [u8; 24] = nonce.try_into().map_err(|_| unseal_error())?;
-        self.cipher()
+        let secret = self
+            .cipher()
             .decrypt(
                 &XNonce::from(nonce),
                 Payload {
                     msg: sealed,
-                    aad: key.kid.as_bytes(),
+                    aad: &associated_data(&key.kid, algorithm),
                 },
             )
-            .map_err(|_| unseal_error())
+            .map_err(|_| unseal_error())?;
+        Ok(SigningKey {
+            kid: key.kid.clone(),
+            algorithm,
+            secret,
+        })
     }
+}
+
+/// What a sealed key is bound to: its kid, and its algorithm unless HS256
+/// (keys sealed before there was a choice are bound to the kid alone). A
+/// row whose algorithm was changed in the database does not unseal.
+fn associated_data(kid: &str, algorithm: KeyAlgorithm) -> Vec<u8> {
+    match algorithm {
+        KeyAlgorithm::Hs256 => kid.as_bytes().to_vec(),
+        KeyAlgorithm::EdDsa => format!("{kid}\0{algorithm}").into_bytes(),
+    }
+}
+
+/// The Ed25519 public key of a 32-byte seed.
+fn ed25519_public(seed: &[u8]) -> Option<[u8; 32]> {
+    let seed: &[u8; 32] = seed.try_into().ok()?;
+    Some(
+        ed25519_dalek::SigningKey::from_bytes(seed)
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+/// The JSON Web Key Set (RFC 7517 §5) of the public halves of `keys`'
+/// EdDSA keys (RFC 8037 §2), for other services to verify tokens with.
+/// HS256 keys are shared secrets and never appear.
+pub fn jwks(keys: &[SigningKey]) -> serde_json::Value {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .filter(|k| k.algorithm == KeyAlgorithm::EdDsa)
+        .filter_map(|k| {
+            let public = ed25519_public(&k.secret)?;
+            Some(serde_json::json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(public),
+                "kid": k.kid,
+                "alg": "EdDSA",
+                "use": "sig",
+            }))
+        })
+        .collect();
+    serde_json::json!({ "keys": keys })
 }
 
 /// Which stored keys the policy gets at `now`, by index: the signing key
@@ -349,6 +411,7 @@ mod tests {
     fn row(kid: &str, activates_at: i64, retired_at: Option<i64>) -> StoredKey {
         StoredKey {
             kid: kid.into(),
+            algorithm: "HS256".into(),
             sealed: String::new(),
             created_at: 0,
             activates_at,

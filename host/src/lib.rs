@@ -29,6 +29,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
+pub mod refresh;
 pub mod reload;
 pub mod routes;
 pub mod server;

@@ -70,6 +70,7 @@ pub enum Decision {
 pub enum ComponentCall {
     DecideAccess,
     IssueToken,
+    RefreshToken,
 }
 
 /// Every metric of one server. Cheap to update from any thread.
@@ -155,6 +156,7 @@ impl Metrics {
         let call = match call {
             ComponentCall::DecideAccess => "decide_access",
             ComponentCall::IssueToken => "issue_token",
+            ComponentCall::RefreshToken => "refresh_token",
         };
         self.component_calls
             .get_or_create(&CallLabels { call })

@@ -4,19 +4,20 @@
 use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{health, revoke, tasks, token, users};
+use crate::routes::{health, jwks, revoke, tasks, token, users};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "TaskFlow",
         description = "Task API whose authentication policy runs in a WebAssembly component. \
-            Get a token from `POST /token` (OAuth 2.0 password grant) and send it as \
-            `Authorization: Bearer <token>`."
+            Get a token from `POST /token` (OAuth 2.0 password grant; renew it with \
+            the refresh grant) and send it as `Authorization: Bearer <token>`."
     ),
     paths(
         token::issue_token,
         revoke::revoke,
+        jwks::jwks,
         users::me,
         tasks::list,
         tasks::create,
@@ -28,7 +29,7 @@ use crate::routes::{health, revoke, tasks, token, users};
     ),
     modifiers(&PasswordFlow),
     tags(
-        (name = "auth", description = "Tokens: issue and revoke"),
+        (name = "auth", description = "Tokens: issue, refresh and revoke; public keys"),
         (name = "tasks", description = "Your tasks"),
         (name = "users", description = "Who you are"),
         (name = "operations", description = "Health and metrics"),
@@ -47,7 +48,9 @@ impl Modify for PasswordFlow {
             ("metrics:read", "Read the server's metrics"),
         ]);
         let scheme = OAuth2::with_description(
-            [Flow::Password(Password::new("/token", scopes))],
+            [Flow::Password(Password::with_refresh_url(
+                "/token", scopes, "/token",
+            ))],
             "Send the access token as `Authorization: Bearer <token>`.",
         );
         openapi

@@ -80,7 +80,7 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     println!("taskflow listening on http://{address}");
     let logins = LoginThrottle::new(settings.login_limits());
     let app = app::router(
-        AppState::new(db, policy, logins),
+        AppState::new(db, policy, logins, settings.refresh_token_ttl()),
         app::HttpLimits {
             body_timeout: settings.body_timeout(),
         },

@@ -7,9 +7,9 @@
 //! - [`bindings`]: the WIT types and host imports, generated once here; a
 //!   policy exports itself with `policy_kit::bindings::export!`.
 //! - [`password`]: argon2id hashing and the constant-cost check of a login.
-//! - [`token`]: issuing and verifying HS256 access tokens (RFC 9068 profile).
+//! - [`token`]: issuing and verifying HS256 and EdDSA access tokens (RFC 9068 profile).
 //! - [`scope`]: parsing scope strings and the Bearer header.
-//! - [`policy`]: the grant and access decisions, built from the three above.
+//! - [`policy`]: the grant, refresh and access decisions, built from the three above.
 //!
 //! `guest-auth` is the default policy built from these; `guest-admin-delete`
 //! shows how a different policy reuses them and changes one decision.
@@ -34,8 +34,8 @@ pub mod bindings {
 }
 
 pub use bindings::taskflow::auth::types::{
-    AccessDenial, AccessRequest, PolicyInfo, PolicySettings, Principal, SigningKey, TokenError,
-    TokenGrant, TokenRequest, UserRecord,
+    AccessDenial, AccessRequest, KeyAlgorithm, PolicyInfo, PolicySettings, Principal,
+    RefreshRequest, SigningKey, TokenError, TokenGrant, TokenRequest, UserRecord,
 };
 
 /// The default decisions with their inputs taken from the host imports: what
@@ -43,8 +43,8 @@ pub use bindings::taskflow::auth::types::{
 pub mod hosted {
     use crate::bindings::taskflow::auth::host;
     use crate::{
-        AccessDenial, AccessRequest, Principal, TokenError, TokenGrant, TokenRequest, password,
-        policy, token,
+        AccessDenial, AccessRequest, Principal, RefreshRequest, TokenError, TokenGrant,
+        TokenRequest, password, policy, token,
     };
 
     pub fn hash_password(password: String) -> Result<String, String> {
@@ -53,6 +53,10 @@ pub mod hosted {
 
     pub fn issue_token(request: TokenRequest) -> Result<TokenGrant, TokenError> {
         policy::issue_token(&request, &host::settings(), host::find_user, token::now())
+    }
+
+    pub fn refresh_token(request: RefreshRequest) -> Result<TokenGrant, TokenError> {
+        policy::refresh_token(&request, &host::settings(), host::find_user, token::now())
     }
 
     pub fn decide_access(request: AccessRequest) -> Result<Principal, AccessDenial> {

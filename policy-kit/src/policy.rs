@@ -5,8 +5,8 @@
 
 use crate::token::{self, AccessClaims, Expectations, KeyError, TokenRejection};
 use crate::{
-    AccessDenial, AccessRequest, PolicySettings, Principal, TokenError, TokenGrant, TokenRequest,
-    UserRecord, password, scope,
+    AccessDenial, AccessRequest, PolicySettings, Principal, RefreshRequest, TokenError, TokenGrant,
+    TokenRequest, UserRecord, password, scope,
 };
 
 fn expectations(settings: &PolicySettings) -> Expectations<'_> {
@@ -33,16 +33,7 @@ pub fn issue_token(
             "username and password must not be empty".into(),
         ));
     }
-    if let Some(asked) = &request.scopes {
-        if asked.is_empty() {
-            return Err(TokenError::InvalidScope(
-                "the scope parameter is empty".into(),
-            ));
-        }
-        if let Some(bad) = asked.iter().find(|s| !scope::is_valid_token(s)) {
-            return Err(TokenError::InvalidScope(format!("malformed scope `{bad}`")));
-        }
-    }
+    check_asked_scopes(request.scopes.as_deref())?;
     let signing_key = settings
         .signing_keys
         .first()
@@ -72,15 +63,87 @@ pub fn issue_token(
         }
     };
 
+    mint(settings, signing_key, user.username, granted, now)
+}
+
+/// RFC 6749 §6: a new access token for a refresh grant whose refresh token
+/// the host has already checked (it is opaque and the host's to store).
+///
+/// The user must still exist. The token carries the scopes asked for (all of
+/// the grant's when none are), which must be among the grant's (§6: never
+/// more than originally granted), less any the user no longer holds.
+pub fn refresh_token(
+    request: &RefreshRequest,
+    settings: &PolicySettings,
+    find_user: impl FnOnce(&str) -> Result<Option<UserRecord>, String>,
+    now: u64,
+) -> Result<TokenGrant, TokenError> {
+    if request.username.is_empty() {
+        return Err(TokenError::InvalidRequest(
+            "the refresh grant names no user".into(),
+        ));
+    }
+    check_asked_scopes(request.scopes.as_deref())?;
+    let signing_key = settings
+        .signing_keys
+        .first()
+        .ok_or_else(|| TokenError::Unavailable(KeyError::NoKey.to_string()))?;
+    let wanted = match &request.scopes {
+        None => request.granted_scopes.clone(),
+        Some(asked) => {
+            if let Some(&beyond) = scope::missing(asked, &request.granted_scopes).first() {
+                return Err(TokenError::InvalidScope(format!(
+                    "scope `{beyond}` was not granted to this refresh token"
+                )));
+            }
+            let mut wanted = asked.clone();
+            wanted.dedup();
+            wanted
+        }
+    };
+    let user = find_user(&request.username)
+        .map_err(TokenError::Unavailable)?
+        .ok_or(TokenError::InvalidGrant)?;
+    let scopes = wanted
+        .into_iter()
+        .filter(|s| user.scopes.contains(s))
+        .collect();
+    mint(settings, signing_key, user.username, scopes, now)
+}
+
+/// Refuses an empty or malformed `scope` parameter.
+fn check_asked_scopes(asked: Option<&[String]>) -> Result<(), TokenError> {
+    let Some(asked) = asked else {
+        return Ok(());
+    };
+    if asked.is_empty() {
+        return Err(TokenError::InvalidScope(
+            "the scope parameter is empty".into(),
+        ));
+    }
+    if let Some(bad) = asked.iter().find(|s| !scope::is_valid_token(s)) {
+        return Err(TokenError::InvalidScope(format!("malformed scope `{bad}`")));
+    }
+    Ok(())
+}
+
+/// Signs a new access token for `subject` with `scopes`, valid from `now`.
+fn mint(
+    settings: &PolicySettings,
+    signing_key: &crate::SigningKey,
+    subject: String,
+    scopes: Vec<String>,
+    now: u64,
+) -> Result<TokenGrant, TokenError> {
     let claims = AccessClaims {
         iss: settings.issuer.clone(),
         aud: settings.audience.clone(),
-        sub: user.username,
+        sub: subject,
         exp: now + u64::from(settings.token_ttl_seconds),
         iat: now,
         nbf: Some(now),
         jti: Some(token::new_token_id().map_err(|e| TokenError::Unavailable(e.to_string()))?),
-        scope: granted.join(" "),
+        scope: scopes.join(" "),
     };
     let access_token =
         token::sign(&claims, signing_key).map_err(|e| TokenError::Unavailable(e.to_string()))?;
@@ -88,7 +151,7 @@ pub fn issue_token(
         access_token,
         token_type: "bearer".into(),
         expires_in: settings.token_ttl_seconds,
-        scopes: granted,
+        scopes,
     })
 }
 
@@ -156,6 +219,7 @@ mod tests {
         PolicySettings {
             signing_keys: vec![SigningKey {
                 kid: "k1".into(),
+                algorithm: crate::KeyAlgorithm::Hs256,
                 secret: vec![42; 32],
             }],
             issuer: "taskflow".into(),
@@ -460,5 +524,61 @@ mod tests {
                 first
             );
         }
+    }
+
+    fn renewal(username: &str, granted: &[&str], asked: Option<&[&str]>) -> RefreshRequest {
+        RefreshRequest {
+            username: username.into(),
+            granted_scopes: granted.iter().map(|s| s.to_string()).collect(),
+            scopes: asked.map(|s| s.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn a_refresh_grant_issues_the_granted_scopes_without_a_password() {
+        let req = renewal("alice", &["tasks:read", "tasks:write"], None);
+        let grant = refresh_token(&req, &settings(), directory, NOW).unwrap();
+        assert_eq!(grant.scopes, vec!["tasks:read", "tasks:write"]);
+        let principal = decide_access(
+            &access(Some(&grant.access_token), &["tasks:write"]),
+            &settings(),
+            directory,
+            not_revoked,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(principal.subject, "alice");
+        let narrowed = renewal(
+            "alice",
+            &["tasks:read", "tasks:write"],
+            Some(&["tasks:read"]),
+        );
+        let grant = refresh_token(&narrowed, &settings(), directory, NOW).unwrap();
+        assert_eq!(grant.scopes, vec!["tasks:read"]);
+    }
+
+    #[test]
+    fn a_refresh_grant_never_widens_and_follows_the_user() {
+        // RFC 6749 §6: no scope beyond the original grant, even one the user holds.
+        let wider = renewal("alice", &["tasks:read"], Some(&["tasks:write"]));
+        assert!(matches!(
+            refresh_token(&wider, &settings(), directory, NOW),
+            Err(TokenError::InvalidScope(_))
+        ));
+        // A scope the user lost since is left out.
+        let lost = renewal("alice", &["tasks:read", "admin"], None);
+        let grant = refresh_token(&lost, &settings(), directory, NOW).unwrap();
+        assert_eq!(grant.scopes, vec!["tasks:read"]);
+        // A user removed since gets nothing.
+        let gone = renewal("bob", &["tasks:read"], None);
+        assert_eq!(
+            refresh_token(&gone, &settings(), directory, NOW),
+            Err(TokenError::InvalidGrant)
+        );
+        let anonymous = renewal("", &["tasks:read"], None);
+        assert!(matches!(
+            refresh_token(&anonymous, &settings(), directory, NOW),
+            Err(TokenError::InvalidRequest(_))
+        ));
     }
 }

@@ -4,15 +4,26 @@
 use proptest::prelude::*;
 
 use crate::token::{self, AccessClaims, Expectations};
-use crate::{AccessDenial, AccessRequest, PolicySettings, SigningKey, UserRecord, policy};
+use crate::{
+    AccessDenial, AccessRequest, KeyAlgorithm, PolicySettings, SigningKey, UserRecord, policy,
+};
 
 const NOW: u64 = 1_800_000_000;
 
-fn key() -> SigningKey {
-    SigningKey {
-        kid: "k1".into(),
-        secret: vec![7; 32],
-    }
+/// An HS256 key and an Ed25519 key: the verifier holds both.
+fn keys() -> [SigningKey; 2] {
+    [
+        SigningKey {
+            kid: "k1".into(),
+            algorithm: KeyAlgorithm::Hs256,
+            secret: vec![7; 32],
+        },
+        SigningKey {
+            kid: "e1".into(),
+            algorithm: KeyAlgorithm::EdDsa,
+            secret: vec![9; 32],
+        },
+    ]
 }
 
 fn expect() -> Expectations<'static> {
@@ -25,7 +36,7 @@ fn expect() -> Expectations<'static> {
 
 fn settings() -> PolicySettings {
     PolicySettings {
-        signing_keys: vec![key()],
+        signing_keys: keys().to_vec(),
         issuer: "taskflow".into(),
         audience: "taskflow-api".into(),
         token_ttl_seconds: 1800,
@@ -33,7 +44,8 @@ fn settings() -> PolicySettings {
     }
 }
 
-fn signed(sub: &str, scope: &str) -> String {
+/// A token for `sub`, signed with the Ed25519 key if `ed25519`, else HS256.
+fn signed(sub: &str, scope: &str, ed25519: bool) -> String {
     let claims = AccessClaims {
         iss: "taskflow".into(),
         aud: "taskflow-api".into(),
@@ -44,7 +56,7 @@ fn signed(sub: &str, scope: &str) -> String {
         jti: Some("j1".into()),
         scope: scope.into(),
     };
-    token::sign(&claims, &key()).unwrap()
+    token::sign(&claims, &keys()[usize::from(ed25519)]).unwrap()
 }
 
 /// Text shaped like a JWT: three base64url-ish segments, sometimes more or fewer.
@@ -75,7 +87,7 @@ proptest! {
 
     #[test]
     fn the_verifier_never_panics(token in any::<String>()) {
-        let _ = token::verify(&token, &[key()], &expect(), NOW);
+        let _ = token::verify(&token, &keys(), &expect(), NOW);
     }
 
     #[test]
@@ -85,9 +97,9 @@ proptest! {
         payload in encoded_json(),
         signature in "[A-Za-z0-9_-]{0,50}",
     ) {
-        let _ = token::verify(&token, &[key()], &expect(), NOW);
+        let _ = token::verify(&token, &keys(), &expect(), NOW);
         let assembled = format!("{header}.{payload}.{signature}");
-        prop_assert!(token::verify(&assembled, &[key()], &expect(), NOW).unwrap().is_err());
+        prop_assert!(token::verify(&assembled, &keys(), &expect(), NOW).unwrap().is_err());
     }
 
     #[test]
@@ -106,9 +118,10 @@ proptest! {
     #[test]
     fn any_change_to_a_signed_token_is_refused(
         sub in "[a-z]{1,12}",
+        ed25519 in any::<bool>(),
         edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..4),
     ) {
-        let original = signed(&sub, "tasks:read");
+        let original = signed(&sub, "tasks:read", ed25519);
         let mut bytes = original.clone().into_bytes();
         for (at, kind, byte) in edits {
             match kind {
@@ -129,7 +142,7 @@ proptest! {
         }
         let changed = String::from_utf8_lossy(&bytes).into_owned();
         prop_assume!(changed != original);
-        prop_assert!(token::verify(&changed, &[key()], &expect(), NOW).unwrap().is_err(), "{changed}");
+        prop_assert!(token::verify(&changed, &keys(), &expect(), NOW).unwrap().is_err(), "{changed}");
         let request = AccessRequest {
             authorization: Some(format!("Bearer {changed}")),
             method: "GET".into(),
@@ -145,10 +158,12 @@ proptest! {
 
 #[test]
 fn the_unchanged_token_is_accepted() {
-    let token = signed("alice", "tasks:read");
-    assert!(
-        token::verify(&token, &[key()], &expect(), NOW)
-            .unwrap()
-            .is_ok()
-    );
+    for ed25519 in [false, true] {
+        let token = signed("alice", "tasks:read", ed25519);
+        assert!(
+            token::verify(&token, &keys(), &expect(), NOW)
+                .unwrap()
+                .is_ok()
+        );
+    }
 }

@@ -1,6 +1,7 @@
-//! HS256 access tokens in the JWT profile of RFC 9068, verified as RFC 8725
-//! asks: algorithm pinned, `typ` checked, key chosen by `kid`, every time
-//! claim checked, required claims present.
+//! Access tokens in the JWT profile of RFC 9068, signed with HS256 or EdDSA
+//! (Ed25519) and verified as RFC 8725 asks: the algorithm pinned to the key
+//! the `kid` names, `typ` checked, every time claim checked, required claims
+//! present.
 
 use std::borrow::Cow;
 
@@ -9,12 +10,14 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::SigningKey;
+use crate::{KeyAlgorithm, SigningKey};
 
 /// RFC 9068 §2.1: the `typ` of a JWT access token.
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 pub const MIN_KEY_BYTES: usize = 32;
+/// RFC 8032 §5.1.5: an Ed25519 private key is a 32-byte seed.
+pub const ED25519_SEED_BYTES: usize = 32;
 /// The largest clock skew the policy accepts, whatever the settings say.
 pub const MAX_LEEWAY_SECONDS: u32 = 60;
 /// Longest token looked at. Ours are under 1 KiB; anything far longer is
@@ -86,6 +89,8 @@ pub enum KeyError {
     NoKey,
     #[error("signing key `{kid}` is shorter than {MIN_KEY_BYTES} bytes")]
     TooShort { kid: String },
+    #[error("Ed25519 key `{kid}` is not a {ED25519_SEED_BYTES}-byte seed")]
+    BadSeed { kid: String },
     #[error("token signing failed")]
     Signing,
 }
@@ -106,12 +111,29 @@ pub fn new_token_id() -> Result<String, KeyError> {
 }
 
 fn usable(key: &SigningKey) -> Result<&SigningKey, KeyError> {
-    if key.secret.len() < MIN_KEY_BYTES {
-        return Err(KeyError::TooShort {
-            kid: key.kid.clone(),
-        });
+    let kid = || key.kid.clone();
+    match key.algorithm {
+        KeyAlgorithm::Hs256 if key.secret.len() < MIN_KEY_BYTES => {
+            Err(KeyError::TooShort { kid: kid() })
+        }
+        KeyAlgorithm::EdDsa if key.secret.len() != ED25519_SEED_BYTES => {
+            Err(KeyError::BadSeed { kid: kid() })
+        }
+        _ => Ok(key),
     }
-    Ok(key)
+}
+
+/// The JOSE `alg` of tokens signed with a key of `algorithm`.
+pub fn jose_name(algorithm: KeyAlgorithm) -> &'static str {
+    match algorithm {
+        KeyAlgorithm::Hs256 => "HS256",
+        KeyAlgorithm::EdDsa => "EdDSA",
+    }
+}
+
+fn ed25519_key(key: &SigningKey) -> Option<ed25519_dalek::SigningKey> {
+    let seed: &[u8; ED25519_SEED_BYTES] = key.secret.as_slice().try_into().ok()?;
+    Some(ed25519_dalek::SigningKey::from_bytes(seed))
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -140,26 +162,37 @@ struct SigningHeader<'a> {
 
 /// Signs `claims` with `key` (the current key: the first of the settings).
 ///
-/// HMAC-SHA256 straight from `hmac`/`sha2` rather than through a JWT
-/// library: one JSON and one base64 pass each way, and none of the RSA/EC
-/// code a general library links in (see docs/benchmarks.md).
+/// HMAC-SHA256 and Ed25519 straight from `hmac`/`sha2`/`ed25519-dalek`
+/// rather than through a JWT library: one JSON and one base64 pass each way,
+/// and none of the RSA code a general library links in (see
+/// docs/benchmarks.md).
 pub fn sign(claims: &AccessClaims, key: &SigningKey) -> Result<String, KeyError> {
     let key = usable(key)?;
     let header = SigningHeader {
-        alg: "HS256",
+        alg: jose_name(key.algorithm),
         typ: ACCESS_TOKEN_TYPE,
         kid: &key.kid,
     };
     let header = serde_json::to_vec(&header).map_err(|_| KeyError::Signing)?;
     let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Signing)?;
-    let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 48);
+    let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 100);
     B64.encode_string(header, &mut token);
     token.push('.');
     B64.encode_string(payload, &mut token);
-    let mut mac = HmacSha256::new_from_slice(&key.secret).map_err(|_| KeyError::Signing)?;
-    mac.update(token.as_bytes());
+    let signature = match key.algorithm {
+        KeyAlgorithm::Hs256 => {
+            let mut mac = HmacSha256::new_from_slice(&key.secret).map_err(|_| KeyError::Signing)?;
+            mac.update(token.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+        KeyAlgorithm::EdDsa => {
+            use ed25519_dalek::Signer;
+            let signer = ed25519_key(key).ok_or(KeyError::Signing)?;
+            signer.sign(token.as_bytes()).to_bytes().to_vec()
+        }
+    };
     token.push('.');
-    B64.encode_string(mac.finalize().into_bytes(), &mut token);
+    B64.encode_string(signature, &mut token);
     Ok(token)
 }
 
@@ -202,9 +235,10 @@ fn verify_with(
         .map_err(|_| TokenRejection::Malformed)?;
     let header: JoseHeader<'_> =
         serde_json::from_slice(&header_json).map_err(|_| TokenRejection::Malformed)?;
-    // RFC 8725 §3.1: the algorithm is pinned; `none` in any spelling, and
-    // every other algorithm, is refused before any key is touched.
-    if header.alg != "HS256" {
+    // RFC 8725 §3.1: only the algorithms of our keys; `none` in any
+    // spelling, and every other algorithm, is refused before any key is
+    // touched. Below, the algorithm must also be the named key's own.
+    if header.alg != "HS256" && header.alg != "EdDSA" {
         return Err(TokenRejection::Algorithm);
     }
     // RFC 8725 §3.11 / RFC 9068 §4: explicit typing keeps other JWTs out.
@@ -223,18 +257,17 @@ fn verify_with(
         .iter()
         .find(|k| k.kid == kid)
         .ok_or(TokenRejection::UnknownKey)?;
+    // An HS256 token naming an Ed25519 key (whose public half is published)
+    // must not be checked as an HMAC under that key, nor the other way round.
+    if header.alg != jose_name(key.algorithm) {
+        return Err(TokenRejection::Algorithm);
+    }
 
     let signature = B64
         .decode(signature_b64)
         .map_err(|_| TokenRejection::Malformed)?;
-    let mut mac =
-        HmacSha256::new_from_slice(&key.secret).map_err(|_| TokenRejection::BadSignature)?;
-    mac.update(header_b64.as_bytes());
-    mac.update(b".");
-    mac.update(payload_b64.as_bytes());
-    // Constant-time comparison.
-    mac.verify_slice(&signature)
-        .map_err(|_| TokenRejection::BadSignature)?;
+    let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+    check_signature(key, signed.as_bytes(), &signature)?;
 
     let payload = B64
         .decode(payload_b64)
@@ -242,6 +275,34 @@ fn verify_with(
     let claims: ReceivedClaims =
         serde_json::from_slice(&payload).map_err(|_| TokenRejection::Malformed)?;
     check_claims(claims, expect, now)
+}
+
+fn check_signature(
+    key: &SigningKey,
+    signed: &[u8],
+    signature: &[u8],
+) -> Result<(), TokenRejection> {
+    match key.algorithm {
+        KeyAlgorithm::Hs256 => {
+            let mut mac = HmacSha256::new_from_slice(&key.secret)
+                .map_err(|_| TokenRejection::BadSignature)?;
+            mac.update(signed);
+            // Constant-time comparison.
+            mac.verify_slice(signature)
+                .map_err(|_| TokenRejection::BadSignature)
+        }
+        KeyAlgorithm::EdDsa => {
+            let public = ed25519_key(key)
+                .ok_or(TokenRejection::BadSignature)?
+                .verifying_key();
+            let signature = ed25519_dalek::Signature::from_slice(signature)
+                .map_err(|_| TokenRejection::BadSignature)?;
+            // Strict: no malleable signatures, no small-order keys.
+            public
+                .verify_strict(signed, &signature)
+                .map_err(|_| TokenRejection::BadSignature)
+        }
+    }
 }
 
 /// Claims as received: the required ones optional here, so that a missing
@@ -313,8 +374,22 @@ mod tests {
     fn key(kid: &str, byte: u8) -> SigningKey {
         SigningKey {
             kid: kid.into(),
+            algorithm: KeyAlgorithm::Hs256,
             secret: vec![byte; 32],
         }
+    }
+
+    fn ed_key(kid: &str, byte: u8) -> SigningKey {
+        SigningKey {
+            kid: kid.into(),
+            algorithm: KeyAlgorithm::EdDsa,
+            secret: vec![byte; 32],
+        }
+    }
+
+    /// The public half of an Ed25519 key, as a JWK's `x` holds it.
+    fn public_x(key: &SigningKey) -> String {
+        B64.encode(ed25519_key(key).unwrap().verifying_key().as_bytes())
     }
 
     fn expect() -> Expectations<'static> {
@@ -541,6 +616,7 @@ mod tests {
     fn short_or_missing_keys_are_a_settings_error() {
         let short = SigningKey {
             kid: "k1".into(),
+            algorithm: KeyAlgorithm::Hs256,
             secret: vec![1; 31],
         };
         assert!(matches!(
@@ -578,6 +654,82 @@ mod tests {
         let theirs =
             jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&[7; 32])).unwrap();
         assert_eq!(check(&theirs), Ok(claims()));
+    }
+
+    #[test]
+    fn ed25519_tokens_verify_and_say_eddsa() {
+        let token = sign(&claims(), &ed_key("e1", 3)).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+        assert_eq!(header.kid.as_deref(), Some("e1"));
+        let keys = [key("k1", 7), ed_key("e1", 3)];
+        assert_eq!(verify(&token, &keys, &expect(), NOW).unwrap(), Ok(claims()));
+        // Another Ed25519 key under the same kid does not verify it.
+        assert_eq!(
+            verify(&token, &[ed_key("e1", 4)], &expect(), NOW).unwrap(),
+            Err(TokenRejection::BadSignature)
+        );
+        for i in 0..token.len() {
+            let mut bytes = token.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            assert!(verify(&tampered, &keys, &expect(), NOW).unwrap().is_err());
+        }
+    }
+
+    #[test]
+    fn a_token_must_use_its_keys_algorithm() {
+        let ed = ed_key("e1", 3);
+        // HS256 keyed with the published Ed25519 public key: the classic
+        // confusion attack. The kid names an Ed25519 key, so it is refused
+        // before any HMAC is computed.
+        let public = ed25519_key(&ed).unwrap().verifying_key().to_bytes();
+        let forged = raw_token(
+            r#"{"alg":"HS256","typ":"at+jwt","kid":"e1"}"#,
+            &payload(),
+            Some(&public),
+        );
+        let keys = [key("k1", 7), ed.clone()];
+        assert_eq!(
+            verify(&forged, &keys, &expect(), NOW).unwrap(),
+            Err(TokenRejection::Algorithm)
+        );
+        // And an EdDSA header on an HS256 key's kid.
+        let mut relabelled = sign(&claims(), &ed).unwrap();
+        let header = B64.encode(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"k1"}"#);
+        let rest = relabelled.split_off(relabelled.find('.').unwrap());
+        assert_eq!(
+            verify(&format!("{header}{rest}"), &keys, &expect(), NOW).unwrap(),
+            Err(TokenRejection::Algorithm)
+        );
+    }
+
+    #[test]
+    fn ed25519_seeds_must_be_32_bytes() {
+        let mut bad = ed_key("e1", 3);
+        bad.secret.push(0);
+        assert!(matches!(
+            sign(&claims(), &bad),
+            Err(KeyError::BadSeed { .. })
+        ));
+        bad.secret.truncate(31);
+        assert!(matches!(
+            sign(&claims(), &bad),
+            Err(KeyError::BadSeed { .. })
+        ));
+    }
+
+    #[test]
+    fn ed25519_interoperates_with_jsonwebtoken() {
+        use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+        let key = ed_key("e1", 3);
+        let ours = sign(&claims(), &key).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.set_audience(&["taskflow-api"]);
+        let public = DecodingKey::from_ed_components(&public_x(&key)).unwrap();
+        let read = jsonwebtoken::decode::<AccessClaims>(&ours, &public, &validation).unwrap();
+        assert_eq!(read.claims, claims());
     }
 
     #[test]

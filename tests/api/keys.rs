@@ -48,12 +48,15 @@ async fn rotation_hands_signing_over_and_retires_the_old_key() {
     let old_kid = kid_of(&before);
 
     let listed = stdout(&server.cli(&["keys", "list"], ""));
-    assert!(listed.contains(&format!("{old_kid}\tsigning")), "{listed}");
+    assert!(
+        listed.contains(&format!("{old_kid}\tHS256\tsigning")),
+        "{listed}"
+    );
 
     let rotated = server.cli(&["keys", "rotate"], "");
     assert!(rotated.status.success(), "{}", stderr(&rotated));
     let new_kid = stdout(&rotated)
-        .strip_prefix("added key ")
+        .strip_prefix("added HS256 key ")
         .and_then(|rest| rest.split(':').next())
         .unwrap()
         .to_owned();
@@ -81,8 +84,14 @@ async fn rotation_hands_signing_over_and_retires_the_old_key() {
         200
     );
     let listed = stdout(&server.cli(&["keys", "list"], ""));
-    assert!(listed.contains(&format!("{new_kid}\tsigning")), "{listed}");
-    assert!(listed.contains(&format!("{old_kid}\tretired")), "{listed}");
+    assert!(
+        listed.contains(&format!("{new_kid}\tHS256\tsigning")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("{old_kid}\tHS256\tretired")),
+        "{listed}"
+    );
 
     // Once no token it signed can be valid, the old key verifies nothing.
     eventually("the retired key being forgotten", || async {
@@ -138,7 +147,7 @@ async fn retiring_the_signing_key_hands_over_to_the_next() {
     let rotated = server.cli(&["keys", "rotate"], "");
     assert!(rotated.status.success(), "{}", stderr(&rotated));
     let second = stdout(&rotated)
-        .strip_prefix("added key ")
+        .strip_prefix("added HS256 key ")
         .and_then(|rest| rest.split(':').next())
         .unwrap()
         .to_owned();
@@ -204,4 +213,118 @@ async fn stored_keys_are_sealed_under_the_signing_secret() {
         "{}",
         stderr(&serve)
     );
+}
+
+/// `GET /.well-known/jwks.json` as JSON, checking it may be cached.
+async fn jwks(server: &TestServer) -> serde_json::Value {
+    let response = server
+        .call("GET", "/.well-known/jwks.json", None, None)
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "public, max-age=60");
+    response.json().await.unwrap()
+}
+
+/// `keys rotate --algorithm EdDSA`: tokens are then signed with Ed25519, its
+/// public key is published at `/.well-known/jwks.json` (HS256 keys never
+/// are), and another service verifies TaskFlow's tokens with that alone. An
+/// HS256 token "signed" with the public key is refused.
+#[tokio::test]
+async fn eddsa_keys_sign_and_are_published_as_a_jwks() {
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+    let server = TestServer::start_with(rotating()).await;
+    server.add_user("alice", "tasks:read");
+    let hs256 = server.token("alice", None).await;
+    assert_eq!(
+        jwks(&server).await,
+        serde_json::json!({"keys": []}),
+        "HS256 keys are never published"
+    );
+
+    let rotated = server.cli(&["keys", "rotate", "--algorithm", "EdDSA"], "");
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    let kid = stdout(&rotated)
+        .strip_prefix("added EdDSA key ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        stdout(&server.cli(&["keys", "list"], "")).contains(&format!("{kid}\tEdDSA\t")),
+        "keys list names the algorithm"
+    );
+    eventually("signing with the EdDSA key", || async {
+        kid_of(&server.token("alice", None).await) == kid
+    })
+    .await;
+    let token = server.token("alice", None).await;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, Algorithm::EdDSA);
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&token), None)
+            .await
+            .status(),
+        200
+    );
+    // The HS256 key's tokens still verify while it is retired.
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&hs256), None)
+            .await
+            .status(),
+        200
+    );
+
+    // Another service: the published set and an independent JWT library.
+    let published = jwks(&server).await;
+    let keys = published["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{published}");
+    assert_eq!(keys[0]["kty"], "OKP");
+    assert_eq!(keys[0]["crv"], "Ed25519");
+    assert_eq!(keys[0]["kid"], kid.as_str());
+    assert!(keys[0].get("d").is_none() && keys[0].get("k").is_none());
+    let set: JwkSet = serde_json::from_value(published.clone()).unwrap();
+    let jwk = set.find(&kid).unwrap();
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_audience(&["taskflow-api"]);
+    validation.set_issuer(&["taskflow"]);
+    let verified = jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(verified.claims["sub"], "alice");
+
+    // Algorithm confusion: HS256 under the EdDSA kid, keyed with the public
+    // key (raw, and as published), is refused.
+    let x = keys[0]["x"].as_str().unwrap();
+    use base64::Engine as _;
+    let raw_public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(x)
+        .unwrap();
+    for secret in [raw_public.as_slice(), x.as_bytes()] {
+        let forged = mint(&claims("alice", "tasks:read"), secret, &kid);
+        assert_error(
+            server.call("GET", "/tasks", Some(&forged), None).await,
+            401,
+            "invalid_token",
+            Some("Bearer realm=\"taskflow\", error=\"invalid_token\""),
+        )
+        .await;
+    }
+
+    // A rotation back to HS256 keeps the EdDSA key published while it verifies.
+    assert!(server.cli(&["keys", "rotate"], "").status.success());
+    eventually("signing with HS256 again", || async {
+        jsonwebtoken::decode_header(&server.token("alice", None).await)
+            .unwrap()
+            .alg
+            == Algorithm::HS256
+    })
+    .await;
+    assert_eq!(jwks(&server).await["keys"][0]["kid"], kid.as_str());
 }

@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod operations;
 mod protected;
+mod refresh;
 mod revoke;
 mod sandbox;
 mod swap;

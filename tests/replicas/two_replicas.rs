@@ -260,7 +260,7 @@ async fn a_key_rotation_reaches_every_replica() {
     let rotated = a.cli(&["keys", "rotate"], "");
     assert!(rotated.status.success());
     let new_kid = String::from_utf8_lossy(&rotated.stdout)
-        .strip_prefix("added key ")
+        .strip_prefix("added HS256 key ")
         .and_then(|rest| rest.split(':').next())
         .unwrap()
         .to_owned();

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::files;
 use crate::keys::KeyTimings;
-use crate::policy::{PolicyConfig, PolicySettings, SandboxLimits, SigningKey};
+use crate::policy::{KeyAlgorithm, PolicyConfig, PolicySettings, SandboxLimits, SigningKey};
 use crate::server::ConnectionLimits;
 use crate::storage::PoolSettings;
 use crate::throttle::LoginLimits;
@@ -74,7 +74,12 @@ pub enum Command {
 pub enum KeysCommand {
     /// Add a signing key; it signs after --key-activation-delay, and the
     /// key signing now is retired at that moment.
-    Rotate,
+    Rotate {
+        /// The new key's algorithm: HS256 (a shared secret) or EdDSA
+        /// (Ed25519; its public key is published at /.well-known/jwks.json).
+        #[arg(long, default_value = "HS256", value_parser = parse_key_algorithm)]
+        algorithm: KeyAlgorithm,
+    },
     /// List the keys that still verify, with their state; never their secrets.
     List,
     /// Stop a key signing now; tokens it signed stay valid until they expire.
@@ -222,6 +227,15 @@ pub struct SettingsArgs {
         global = true
     )]
     pub token_ttl: u64,
+    /// Refresh-token lifetime in seconds, counted again from each use; 0
+    /// issues no refresh tokens.
+    #[arg(
+        long,
+        env = "TASKFLOW_REFRESH_TOKEN_TTL",
+        default_value_t = 14 * 24 * 3600,
+        global = true
+    )]
+    pub refresh_token_ttl: u64,
     /// Clock skew allowed on `exp`/`nbf`, in seconds (at most 60).
     #[arg(long, env = "TASKFLOW_LEEWAY", default_value_t = 30, global = true)]
     pub leeway: u64,
@@ -379,6 +393,11 @@ impl SettingsArgs {
         }
     }
 
+    /// How long a refresh token lives; `None` when they are off.
+    pub fn refresh_token_ttl(&self) -> Option<Duration> {
+        (self.refresh_token_ttl > 0).then(|| Duration::from_secs(self.refresh_token_ttl))
+    }
+
     /// Brute-force limits of `/token` (zero limits are raised to one).
     pub fn login_limits(&self) -> LoginLimits {
         LoginLimits {
@@ -493,6 +512,7 @@ impl SettingsArgs {
     pub fn policy_settings_with(&self, secret: Vec<u8>) -> Result<PolicySettings, ConfigError> {
         self.policy_settings_with_keys(vec![SigningKey {
             kid: key_id(&secret),
+            algorithm: KeyAlgorithm::Hs256,
             secret,
         }])
     }
@@ -607,6 +627,13 @@ fn read_secret_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
         }
     }
     check_length(secret, &format!("file {}", path.display()))
+}
+
+fn parse_key_algorithm(name: &str) -> Result<KeyAlgorithm, String> {
+    [KeyAlgorithm::Hs256, KeyAlgorithm::EdDsa]
+        .into_iter()
+        .find(|a| a.jose_name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| format!("`{name}` is not HS256 or EdDSA"))
 }
 
 /// A key id derived from the key: stable across restarts and replicas that

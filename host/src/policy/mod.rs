@@ -42,10 +42,46 @@ pub trait Directory: Send + Sync + 'static {
     ) -> Result<(bool, Option<UserRecord>), String>;
 }
 
-/// One HMAC key the policy signs or verifies with.
+/// How a key signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KeyAlgorithm {
+    /// HMAC-SHA256: a shared secret; never published.
+    #[default]
+    Hs256,
+    /// Ed25519: the secret is a private seed; its public half is published
+    /// in the JWKS so that other services can verify tokens.
+    EdDsa,
+}
+
+impl KeyAlgorithm {
+    /// The JOSE `alg` name (RFC 7518, RFC 8037).
+    pub fn jose_name(self) -> &'static str {
+        match self {
+            KeyAlgorithm::Hs256 => "HS256",
+            KeyAlgorithm::EdDsa => "EdDSA",
+        }
+    }
+
+    /// The algorithm of a JOSE `alg` name, if it is one of ours.
+    pub fn from_jose_name(name: &str) -> Option<Self> {
+        [KeyAlgorithm::Hs256, KeyAlgorithm::EdDsa]
+            .into_iter()
+            .find(|a| a.jose_name() == name)
+    }
+}
+
+impl std::fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.jose_name())
+    }
+}
+
+/// One key the policy signs or verifies with.
 #[derive(Clone)]
 pub struct SigningKey {
     pub kid: String,
+    pub algorithm: KeyAlgorithm,
+    /// The HMAC key, or the Ed25519 private seed.
     pub secret: Vec<u8>,
 }
 
@@ -53,6 +89,7 @@ impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKey")
             .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
             .field("secret", &"[redacted]")
             .finish()
     }
@@ -107,7 +144,7 @@ pub struct PolicyConfig {
     pub limits: SandboxLimits,
 }
 
-/// A successful password grant.
+/// A successful password or refresh grant.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Grant {
     pub access_token: String,
@@ -253,6 +290,12 @@ impl PolicyHandle {
             .collect()
     }
 
+    /// The keys the policy has, the signing one first: for publishing the
+    /// public halves of the asymmetric ones.
+    pub fn signing_keys(&self) -> Vec<SigningKey> {
+        self.inner.lock_settings().signing_keys.clone()
+    }
+
     /// Name, version and digest of the active component.
     pub fn info(&self) -> ComponentInfo {
         self.inner.active.load().info().clone()
@@ -344,6 +387,21 @@ impl PolicyHandle {
             .active
             .load()
             .issue_token(username, password, scopes)
+    }
+
+    /// The refresh grant (RFC 6749 §6) for `username`, whose refresh token
+    /// the host has checked and which was granted `granted`. No password
+    /// work: runs on the caller's thread.
+    pub fn refresh_token(
+        &self,
+        username: String,
+        granted: Vec<String>,
+        scopes: Option<Vec<String>>,
+    ) -> Result<Result<Grant, GrantRefusal>, PolicyFailure> {
+        self.inner
+            .active
+            .load()
+            .refresh_token(username, granted, scopes)
     }
 
     /// Hashes a new password with the active policy's own scheme.

@@ -54,7 +54,7 @@ pub enum LoadError {
     },
     #[error("auth component {}: not a valid WebAssembly component: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
-    #[error("auth component {}: does not implement the taskflow:auth@0.1.1 auth-policy world: {reason}", path.display())]
+    #[error("auth component {}: does not implement the taskflow:auth@0.2.0 auth-policy world: {reason}", path.display())]
     WrongWorld { path: PathBuf, reason: String },
     #[error("auth component {}: failed its start-up check: {reason}", path.display())]
     Check { path: PathBuf, reason: String },
@@ -266,7 +266,8 @@ impl PolicyRuntime {
 
     /// Proves the policy does its job before it may serve: a probe user it
     /// has never seen gets a token, the token is accepted, and a tampered
-    /// copy, a missing header and a wrong password are refused. The probe
+    /// copy, a missing header and a wrong password are refused; a refresh
+    /// grant gives the probe an accepted token and an unknown user nothing. The probe
     /// exists only in a throwaway instance's imports, never in the directory
     /// that real requests reach.
     fn self_check(&self) -> Result<(), String> {
@@ -309,6 +310,29 @@ impl PolicyRuntime {
         if !matches!(issue("wrong")?, Err(wit::TokenError::InvalidGrant)) {
             return Err("a wrong password was not refused with invalid-grant".into());
         }
+        let mut refresh = |username: &str| {
+            let request = wit::RefreshRequest {
+                username: username.to_owned(),
+                granted_scopes: vec![SELF_CHECK_SCOPE.to_owned()],
+                scopes: None,
+            };
+            probe.store.set_epoch_deadline(deadline);
+            probe
+                .policy
+                .taskflow_auth_policy()
+                .call_refresh_token(&mut probe.store, &request)
+                .map_err(|e| describe_fault(e).to_string())
+        };
+        let refreshed = match refresh(&username)? {
+            Ok(grant) => grant.access_token,
+            Err(e) => return Err(format!("the probe user's refresh was refused: {e:?}")),
+        };
+        if !matches!(
+            refresh("self-check-nobody")?,
+            Err(wit::TokenError::InvalidGrant)
+        ) {
+            return Err("a refresh for an unknown user was not refused with invalid-grant".into());
+        }
         let mut decide = |authorization: Option<String>| {
             let request = wit::AccessRequest {
                 authorization,
@@ -336,7 +360,12 @@ impl PolicyRuntime {
         if !matches!(decide(None)?, Err(wit::AccessDenial::NoCredentials)) {
             return Err("a request without credentials was not refused".into());
         }
-        Ok(())
+        match decide(Some(format!("Bearer {refreshed}")))? {
+            Ok(principal) if principal.subject == username => Ok(()),
+            other => Err(format!(
+                "the probe's refreshed token was not accepted: {other:?}"
+            )),
+        }
     }
 
     /// Names this component with these settings. A self-check that passed
@@ -349,6 +378,7 @@ impl PolicyRuntime {
         for key in &settings.signing_keys {
             digest.update(b"\0kid\0");
             digest.update(key.kid.as_bytes());
+            digest.update(key.algorithm.jose_name().as_bytes());
         }
         for part in [&settings.issuer, &settings.audience] {
             digest.update(b"\0");
@@ -424,17 +454,26 @@ impl PolicyRuntime {
                 .taskflow_auth_policy()
                 .call_issue_token(store, &request)
         })?;
-        match outcome {
-            Ok(g) => Ok(Ok(Grant {
-                access_token: g.access_token,
-                expires_in: g.expires_in,
-                scopes: g.scopes,
-            })),
-            Err(wit::TokenError::InvalidGrant) => Ok(Err(GrantRefusal::InvalidGrant)),
-            Err(wit::TokenError::InvalidScope(s)) => Ok(Err(GrantRefusal::InvalidScope(s))),
-            Err(wit::TokenError::InvalidRequest(s)) => Ok(Err(GrantRefusal::InvalidRequest(s))),
-            Err(wit::TokenError::Unavailable(s)) => Err(PolicyFailure::Unavailable(s)),
-        }
+        from_wit_grant(outcome)
+    }
+
+    pub(super) fn refresh_token(
+        &self,
+        username: String,
+        granted_scopes: Vec<String>,
+        scopes: Option<Vec<String>>,
+    ) -> Result<Result<Grant, GrantRefusal>, PolicyFailure> {
+        let request = wit::RefreshRequest {
+            username,
+            granted_scopes,
+            scopes,
+        };
+        let outcome = self.call(|policy, store| {
+            policy
+                .taskflow_auth_policy()
+                .call_refresh_token(store, &request)
+        })?;
+        from_wit_grant(outcome)
     }
 
     pub(super) fn hash_password(&self, password: String) -> Result<String, PolicyFailure> {
@@ -667,11 +706,32 @@ fn compile(
     unsafe { Component::deserialize(engine, &compiled) }.map_err(invalid)
 }
 
+/// A grant's outcome in the host's types.
+fn from_wit_grant(
+    outcome: Result<wit::TokenGrant, wit::TokenError>,
+) -> Result<Result<Grant, GrantRefusal>, PolicyFailure> {
+    match outcome {
+        Ok(g) => Ok(Ok(Grant {
+            access_token: g.access_token,
+            expires_in: g.expires_in,
+            scopes: g.scopes,
+        })),
+        Err(wit::TokenError::InvalidGrant) => Ok(Err(GrantRefusal::InvalidGrant)),
+        Err(wit::TokenError::InvalidScope(s)) => Ok(Err(GrantRefusal::InvalidScope(s))),
+        Err(wit::TokenError::InvalidRequest(s)) => Ok(Err(GrantRefusal::InvalidRequest(s))),
+        Err(wit::TokenError::Unavailable(s)) => Err(PolicyFailure::Unavailable(s)),
+    }
+}
+
 /// The keys in the form the component takes.
 fn to_wit_keys(keys: &[super::SigningKey]) -> Vec<wit::SigningKey> {
     keys.iter()
         .map(|k| wit::SigningKey {
             kid: k.kid.clone(),
+            algorithm: match k.algorithm {
+                super::KeyAlgorithm::Hs256 => wit::KeyAlgorithm::Hs256,
+                super::KeyAlgorithm::EdDsa => wit::KeyAlgorithm::EdDsa,
+            },
             secret: k.secret.clone(),
         })
         .collect()

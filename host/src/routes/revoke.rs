@@ -1,17 +1,18 @@
-//! `POST /revoke`: token revocation (RFC 7009) for access tokens.
+//! `POST /revoke`: token revocation (RFC 7009) for access and refresh tokens.
 //!
-//! The token is its own credential: whoever holds a valid access token may
-//! revoke it. The policy decides whether it is valid; only then does the
+//! The token is its own credential: whoever holds it may revoke it. A
+//! refresh token (opaque: no dots) revokes its whole family. For an access
+//! token (a JWT), the policy decides whether it is valid; only then does the
 //! host read its `jti` and `exp` and record the revocation, which every
 //! later Bearer check (on every replica sharing the database) consults.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::token::{oauth, read_form};
+use super::token::{no_store, oauth, read_form};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::keys::unix_now;
@@ -21,13 +22,14 @@ use crate::policy::{AccessRequest, Denial};
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct RevokeForm {
-    /// The access token to revoke.
+    /// The access token or refresh token to revoke.
     token: String,
     /// `access_token` or `refresh_token`; a hint only.
     token_type_hint: Option<String>,
 }
 
-/// Revokes an access token: every later request with it gets 401.
+/// Revokes an access token (every later request with it gets 401) or a
+/// refresh token (it and every token of its family stop working).
 #[utoipa::path(post, path = "/revoke", tag = "auth",
     request_body(content = RevokeForm, content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -43,6 +45,13 @@ pub async fn revoke(State(state): State<AppState>, request: Request) -> Result<R
         .remove("token")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `token`"))?;
 
+    // The hint is only a hint (§2.1): the token's shape says what it is.
+    if !token.contains('.') {
+        if let Some(refresh) = &state.refresh {
+            refresh.revoke(&token, unix_now()).await?;
+        }
+        return Ok((StatusCode::OK, no_store()).into_response());
+    }
     let authorization = format!("Bearer {token}");
     let check = AccessRequest {
         authorization: Some(&authorization),
@@ -62,11 +71,7 @@ pub async fn revoke(State(state): State<AppState>, request: Request) -> Result<R
         // Already unusable (expired, revoked, malformed, not ours): nothing to do.
         Err(Denial::InvalidToken(_) | Denial::NoCredentials | Denial::InsufficientScope(_)) => {}
     }
-    let headers = [
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        (header::PRAGMA, HeaderValue::from_static("no-cache")),
-    ];
-    Ok((StatusCode::OK, headers).into_response())
+    Ok((StatusCode::OK, no_store()).into_response())
 }
 
 /// `jti` and `exp` of a JWT's payload, without verifying anything.

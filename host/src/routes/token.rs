@@ -1,4 +1,5 @@
-//! `POST /token`: the OAuth 2.0 password grant (RFC 6749 §4.3).
+//! `POST /token`: the OAuth 2.0 password grant (RFC 6749 §4.3) and the
+//! refresh grant (§6).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,8 +13,10 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::form;
+use crate::keys::unix_now;
 use crate::metrics::ComponentCall;
-use crate::policy::GrantRefusal;
+use crate::policy::{Grant, GrantRefusal};
+use crate::refresh::RefreshTokens;
 
 /// The contract's cap on a token request body.
 pub const TOKEN_BODY_LIMIT: usize = 8 * 1024;
@@ -29,18 +32,29 @@ pub struct TokenResponse {
     pub expires_in: u32,
     /// The granted scopes, space separated.
     pub scope: String,
+    /// Opaque; send it with `grant_type=refresh_token` for a new access
+    /// token. Single use: each use returns its successor. Absent when the
+    /// server issues no refresh tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
-/// The form `POST /token` takes (RFC 6749 §4.3.2).
+/// The form `POST /token` takes (RFC 6749 §4.3.2 and §6).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct TokenForm {
-    /// Must be `password`.
-    #[schema(pattern = "^password$", example = "password")]
+    /// `password`, or `refresh_token`.
+    #[schema(pattern = "^(password|refresh_token)$", example = "password")]
     grant_type: String,
-    username: String,
-    password: String,
-    /// Space separated; absent or blank: all of the user's scopes.
+    /// Required by the password grant.
+    username: Option<String>,
+    /// Required by the password grant.
+    password: Option<String>,
+    /// Required by the refresh grant: the last refresh token received.
+    refresh_token: Option<String>,
+    /// Space separated. Password grant: absent or blank means all of the
+    /// user's scopes. Refresh grant: absent or blank means all of the
+    /// original grant's; never more.
     scope: Option<String>,
 }
 
@@ -51,12 +65,12 @@ pub(super) fn oauth(code: &'static str, description: impl Into<String>) -> ApiEr
     }
 }
 
-/// The OAuth 2.0 password grant.
+/// The OAuth 2.0 password and refresh grants.
 #[utoipa::path(post, path = "/token", tag = "auth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, body = TokenResponse, headers(("cache-control" = String, description = "no-store"))),
-        (status = 400, description = "invalid_request, unsupported_grant_type, invalid_grant or invalid_scope (RFC 6749 §5.2)", body = ErrorBody),
+        (status = 400, description = "invalid_request, unsupported_grant_type, invalid_grant (also: a refresh token invalid, expired, revoked or used before) or invalid_scope (RFC 6749 §5.2)", body = ErrorBody),
         (status = 413, description = "the body exceeds 8 KiB", body = ErrorBody),
         (status = 429, description = "too many failed logins; see Retry-After", body = ErrorBody),
         (status = 503, description = "the auth component or storage failed", body = ErrorBody),
@@ -81,25 +95,46 @@ async fn grant(
 ) -> Result<Response, ApiError> {
     // The size is checked before anything else is done with the body, and
     // long before any password work.
-    let mut params = read_form(request, &["grant_type", "username", "password", "scope"]).await?;
-
-    match params.remove("grant_type").as_deref() {
-        None => return Err(oauth("invalid_request", "missing parameter `grant_type`")),
-        Some("password") => {}
-        Some(_) => {
-            return Err(oauth(
-                "unsupported_grant_type",
-                "only grant_type=password is supported",
-            ));
+    let known = [
+        "grant_type",
+        "username",
+        "password",
+        "refresh_token",
+        "scope",
+    ];
+    let mut params = read_form(request, &known).await?;
+    let scopes = form::scopes(params.remove("scope"));
+    match (params.remove("grant_type").as_deref(), &state.refresh) {
+        (None, _) => Err(oauth("invalid_request", "missing parameter `grant_type`")),
+        (Some("password"), _) => password_grant(state, client, params, scopes).await,
+        (Some("refresh_token"), Some(refresh)) => {
+            refresh_grant(state, refresh, params, scopes).await
         }
+        (Some(_), Some(_)) => Err(oauth(
+            "unsupported_grant_type",
+            "grant_type must be password or refresh_token",
+        )),
+        (Some(_), None) => Err(oauth(
+            "unsupported_grant_type",
+            "only grant_type=password is supported",
+        )),
     }
+}
+
+/// RFC 6749 §4.3: a username and password for an access token (and, when
+/// they are on, the first refresh token of a new family).
+async fn password_grant(
+    state: &AppState,
+    client: SocketAddr,
+    mut params: HashMap<String, String>,
+    scopes: Option<Vec<String>>,
+) -> Result<Response, ApiError> {
     let username = params
         .remove("username")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `username`"))?;
     let password = params
         .remove("password")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `password`"))?;
-    let scopes = form::scopes(params.remove("scope"));
 
     // Past the limit the password is not even checked.
     if let Err(wait) = state.logins.check(&username, client.ip(), Instant::now()) {
@@ -125,29 +160,70 @@ async fn grant(
         // The password was right, even if a scope was not.
         Ok(_) | Err(GrantRefusal::InvalidScope(_)) => state.logins.record_success(&username),
     }
-    let grant = match outcome {
-        Ok(grant) => grant,
-        Err(GrantRefusal::InvalidGrant) => {
-            return Err(oauth(
-                "invalid_grant",
-                "the username or password is incorrect",
-            ));
-        }
-        Err(GrantRefusal::InvalidScope(reason)) => return Err(oauth("invalid_scope", reason)),
-        Err(GrantRefusal::InvalidRequest(reason)) => return Err(oauth("invalid_request", reason)),
+    let grant =
+        outcome.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;
+    let refresh_token = match &state.refresh {
+        Some(refresh) => Some(refresh.start(&username, &grant.scopes, unix_now()).await?),
+        None => None,
     };
+    Ok(token_response(grant, refresh_token))
+}
+
+/// RFC 6749 §6: a refresh token for a new access token and the refresh
+/// token's successor. The host checks the token; the policy decides the grant.
+async fn refresh_grant(
+    state: &AppState,
+    refresh: &RefreshTokens,
+    mut params: HashMap<String, String>,
+    scopes: Option<Vec<String>>,
+) -> Result<Response, ApiError> {
+    let token = params
+        .remove("refresh_token")
+        .ok_or_else(|| oauth("invalid_request", "missing parameter `refresh_token`"))?;
+    let now = unix_now();
+    let redeemed = refresh.redeem(&token, now).await?;
+    let started = Instant::now();
+    let outcome =
+        state
+            .policy
+            .refresh_token(redeemed.username.clone(), redeemed.scopes.clone(), scopes);
+    state
+        .metrics
+        .record_call(ComponentCall::RefreshToken, started.elapsed());
+    let grant = outcome?
+        .map_err(|refusal| refused(refusal, "the refresh token's user may no longer sign in"))?;
+    // Only now is the token used up: a failure above leaves it usable.
+    let next = refresh.rotate(&redeemed, now).await?;
+    Ok(token_response(grant, Some(next)))
+}
+
+/// The answer to a refused grant (RFC 6749 §5.2).
+fn refused(refusal: GrantRefusal, invalid_grant: &str) -> ApiError {
+    match refusal {
+        GrantRefusal::InvalidGrant => oauth("invalid_grant", invalid_grant),
+        GrantRefusal::InvalidScope(reason) => oauth("invalid_scope", reason),
+        GrantRefusal::InvalidRequest(reason) => oauth("invalid_request", reason),
+    }
+}
+
+/// RFC 6749 §5.1, uncacheable.
+fn token_response(grant: Grant, refresh_token: Option<String>) -> Response {
     let body = Json(TokenResponse {
         access_token: grant.access_token,
         token_type: "bearer",
         expires_in: grant.expires_in,
         scope: grant.scopes.join(" "),
+        refresh_token,
     });
-    // RFC 6749 §5.1: token answers must not be cached.
-    let headers = [
+    (no_store(), body).into_response()
+}
+
+/// RFC 6749 §5.1: answers carrying or concerning tokens are not cached.
+pub(super) fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         (header::PRAGMA, HeaderValue::from_static("no-cache")),
-    ];
-    Ok((headers, body).into_response())
+    ]
 }
 
 fn is_form(headers: &HeaderMap) -> bool {

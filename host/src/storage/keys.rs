@@ -6,6 +6,8 @@ use super::{Database, StorageError};
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredKey {
     pub kid: String,
+    /// The JOSE `alg` name: `HS256` or `EdDSA`.
+    pub algorithm: String,
     pub sealed: String,
     pub created_at: i64,
     pub activates_at: i64,
@@ -16,7 +18,7 @@ impl Database {
     /// Every stored key, oldest first.
     pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StorageError> {
         Ok(sqlx::query_as::<_, StoredKey>(
-            "SELECT kid, sealed, created_at, activates_at, retired_at
+            "SELECT kid, algorithm, sealed, created_at, activates_at, retired_at
              FROM signing_keys ORDER BY activates_at, created_at, kid",
         )
         .fetch_all(&self.pool)
@@ -33,10 +35,11 @@ impl Database {
         let mut tx = self.pool.begin().await?;
         for key in new {
             sqlx::query(
-                "INSERT INTO signing_keys (kid, sealed, created_at, activates_at, retired_at)
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO signing_keys (kid, algorithm, sealed, created_at, activates_at, retired_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&key.kid)
+            .bind(&key.algorithm)
             .bind(&key.sealed)
             .bind(key.created_at)
             .bind(key.activates_at)

@@ -7,6 +7,7 @@
 //! an advisory lock, so replicas starting together apply each migration once.
 
 mod keys;
+mod refresh_tokens;
 mod revocations;
 mod tasks;
 mod token_cache;
@@ -19,6 +20,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
 pub use keys::StoredKey;
+pub use refresh_tokens::{NewRefreshToken, StoredRefreshToken};
 pub use users::StoredUser;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

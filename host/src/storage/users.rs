@@ -72,21 +72,31 @@ impl Database {
     }
 
     /// Sets a new password hash and revokes every token issued to the user
-    /// up to `now` (Unix seconds). Returns whether the user exists.
+    /// up to `now` (Unix seconds): access tokens by their `iat`, refresh
+    /// tokens outright. Returns whether the user exists.
     pub async fn set_password(
         &self,
         username: &str,
         password_hash: &str,
         now: i64,
     ) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE users SET password_hash = $1, tokens_revoked_through = $2 WHERE username = $3",
         )
         .bind(password_hash)
         .bind(now)
         .bind(username)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(username)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         self.forget_tokens_of(username);
         Ok(result.rows_affected() > 0)
     }
@@ -98,7 +108,7 @@ impl Database {
         }
     }
 
-    /// Removes a user and, by cascade, their tasks. Returns whether one existed.
+    /// Removes a user and, by cascade, their tasks and refresh tokens. Returns whether one existed.
     pub async fn remove_user(&self, username: &str) -> Result<bool, StorageError> {
         let result = sqlx::query("DELETE FROM users WHERE username = $1")
             .bind(username)

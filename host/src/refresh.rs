@@ -1,0 +1,286 @@
+//! Refresh tokens (RFC 6749 §6 and §10.4): opaque, stored only as a digest,
+//! single use, replaced on each use by a successor of the same family, and a
+//! used one presented again revokes the whole family.
+//!
+//! The host keeps them, not the policy: they are storage, and nothing but
+//! the host can read them. The policy still decides each refresh (does the
+//! user exist, which scopes), through its `refresh-token` export.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::storage::{Database, NewRefreshToken, StorageError};
+
+/// Random bytes in a refresh token: unguessable, so a plain digest stores it.
+const TOKEN_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("the refresh token is invalid, expired or revoked")]
+    Invalid,
+    #[error("the refresh token was used already; every token of its grant is now revoked")]
+    Reused,
+    #[error("no randomness for a refresh token: {0}")]
+    Random(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A refresh token that may be used: whose grant it carries.
+#[derive(Debug)]
+pub struct Redeemed {
+    token_hash: String,
+    family: String,
+    pub username: String,
+    /// The scopes of the grant that began the family.
+    pub scopes: Vec<String>,
+}
+
+/// The refresh tokens of one deployment.
+#[derive(Clone)]
+pub struct RefreshTokens {
+    db: Database,
+    ttl: Duration,
+}
+
+impl RefreshTokens {
+    /// Each token is valid for `ttl` after its issue; using it gives a
+    /// successor valid for `ttl` again.
+    pub fn new(db: Database, ttl: Duration) -> Self {
+        Self { db, ttl }
+    }
+
+    /// Begins a family for a password grant of `scopes` to `username`;
+    /// returns its first token.
+    pub async fn start(
+        &self,
+        username: &str,
+        scopes: &[String],
+        now: i64,
+    ) -> Result<String, RefreshError> {
+        let (token, token_hash) = generate()?;
+        let (family, _) = generate()?;
+        let scopes = scopes.join(" ");
+        self.db
+            .add_refresh_token(&self.row(&token_hash, &family, username, &scopes, now))
+            .await?;
+        Ok(token)
+    }
+
+    /// Checks `token`. A token used before means it leaked (or a client
+    /// retried): the family is revoked, the thief's copy and the client's
+    /// alike, and the user must log in again.
+    pub async fn redeem(&self, token: &str, now: i64) -> Result<Redeemed, RefreshError> {
+        let token_hash = digest(token);
+        let Some(stored) = self.db.find_refresh_token(&token_hash).await? else {
+            return Err(RefreshError::Invalid);
+        };
+        if stored.revoked_at.is_some() || stored.expires_at <= now {
+            return Err(RefreshError::Invalid);
+        }
+        if stored.used_at.is_some() {
+            self.revoke_family(&stored.family, &stored.username, now)
+                .await?;
+            return Err(RefreshError::Reused);
+        }
+        Ok(Redeemed {
+            token_hash,
+            family: stored.family,
+            username: stored.username,
+            scopes: stored
+                .scopes
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+
+    /// Uses up `redeemed` and returns its successor. If another request used
+    /// it first (a race, or a replay), that is a reuse like any other.
+    pub async fn rotate(&self, redeemed: &Redeemed, now: i64) -> Result<String, RefreshError> {
+        let (token, token_hash) = generate()?;
+        let scopes = redeemed.scopes.join(" ");
+        let next = self.row(
+            &token_hash,
+            &redeemed.family,
+            &redeemed.username,
+            &scopes,
+            now,
+        );
+        if self
+            .db
+            .rotate_refresh_token(&redeemed.token_hash, &next)
+            .await?
+        {
+            Ok(token)
+        } else {
+            self.revoke_family(&redeemed.family, &redeemed.username, now)
+                .await?;
+            Err(RefreshError::Reused)
+        }
+    }
+
+    /// RFC 7009: revokes the family `token` belongs to. False if it is not
+    /// a refresh token of ours.
+    pub async fn revoke(&self, token: &str, now: i64) -> Result<bool, RefreshError> {
+        let Some(stored) = self.db.find_refresh_token(&digest(token)).await? else {
+            return Ok(false);
+        };
+        self.db.revoke_refresh_family(&stored.family, now).await?;
+        tracing::info!(family = %stored.family, "refresh token family revoked");
+        Ok(true)
+    }
+
+    async fn revoke_family(
+        &self,
+        family: &str,
+        username: &str,
+        now: i64,
+    ) -> Result<(), RefreshError> {
+        let revoked = self.db.revoke_refresh_family(family, now).await?;
+        tracing::warn!(
+            family,
+            username,
+            revoked,
+            "refresh token reused; its family is revoked"
+        );
+        Ok(())
+    }
+
+    fn row<'a>(
+        &self,
+        token_hash: &'a str,
+        family: &'a str,
+        username: &'a str,
+        scopes: &'a str,
+        now: i64,
+    ) -> NewRefreshToken<'a> {
+        NewRefreshToken {
+            token_hash,
+            family,
+            username,
+            scopes,
+            issued_at: now,
+            expires_at: now.saturating_add(self.ttl.as_secs() as i64),
+        }
+    }
+}
+
+/// A new token and its digest.
+fn generate() -> Result<(String, String), RefreshError> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    getrandom::fill(&mut bytes).map_err(|e| RefreshError::Random(e.to_string()))?;
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let hash = digest(&token);
+    Ok((token, hash))
+}
+
+/// What is stored of a token: its hex SHA-256. A slow hash would add
+/// nothing, since the token has 256 random bits.
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_database;
+
+    async fn tokens() -> (RefreshTokens, tempfile::TempDir) {
+        let (db, dir) = test_database().await;
+        db.add_user("alice", "h", &["tasks:read".into()])
+            .await
+            .unwrap();
+        (RefreshTokens::new(db, Duration::from_secs(100)), dir)
+    }
+
+    #[tokio::test]
+    async fn each_use_gives_a_successor_and_uses_the_token_up() {
+        let (refresh, _dir) = tokens().await;
+        let first = refresh
+            .start("alice", &["tasks:read".into()], 10)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 43);
+        let redeemed = refresh.redeem(&first, 20).await.unwrap();
+        assert_eq!(redeemed.username, "alice");
+        assert_eq!(redeemed.scopes, vec!["tasks:read"]);
+        let second = refresh.rotate(&redeemed, 20).await.unwrap();
+        assert_ne!(first, second);
+        // The successor lives for the whole lifetime again.
+        assert!(refresh.redeem(&second, 115).await.is_ok());
+        assert!(matches!(
+            refresh.redeem(&second, 120).await,
+            Err(RefreshError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn reuse_revokes_the_family() {
+        let (refresh, _dir) = tokens().await;
+        let first = refresh.start("alice", &[], 10).await.unwrap();
+        let redeemed = refresh.redeem(&first, 20).await.unwrap();
+        let second = refresh.rotate(&redeemed, 20).await.unwrap();
+        assert!(matches!(
+            refresh.redeem(&first, 30).await,
+            Err(RefreshError::Reused)
+        ));
+        assert!(matches!(
+            refresh.redeem(&second, 30).await,
+            Err(RefreshError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_is_a_reuse() {
+        let (refresh, _dir) = tokens().await;
+        let first = refresh.start("alice", &[], 10).await.unwrap();
+        let a = refresh.redeem(&first, 20).await.unwrap();
+        let b = refresh.redeem(&first, 20).await.unwrap();
+        let winner = refresh.rotate(&a, 20).await.unwrap();
+        assert!(matches!(
+            refresh.rotate(&b, 20).await,
+            Err(RefreshError::Reused)
+        ));
+        assert!(matches!(
+            refresh.redeem(&winner, 21).await,
+            Err(RefreshError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn revoking_any_token_revokes_the_family() {
+        let (refresh, _dir) = tokens().await;
+        let first = refresh.start("alice", &[], 10).await.unwrap();
+        let redeemed = refresh.redeem(&first, 20).await.unwrap();
+        let second = refresh.rotate(&redeemed, 20).await.unwrap();
+        assert!(refresh.revoke(&first, 30).await.unwrap());
+        assert!(!refresh.revoke("not-a-token", 30).await.unwrap());
+        assert!(matches!(
+            refresh.redeem(&second, 31).await,
+            Err(RefreshError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_password_change_revokes_refresh_tokens() {
+        let (refresh, _dir) = tokens().await;
+        let first = refresh.start("alice", &[], 10).await.unwrap();
+        assert!(refresh.db.set_password("alice", "h2", 15).await.unwrap());
+        assert!(matches!(
+            refresh.redeem(&first, 20).await,
+            Err(RefreshError::Invalid)
+        ));
+    }
+
+    #[test]
+    fn only_the_digest_is_stored() {
+        let (token, hash) = generate().unwrap();
+        assert_eq!(hash, digest(&token));
+        assert_eq!(hash.len(), 64);
+        assert!(!hash.contains(&token));
+    }
+}

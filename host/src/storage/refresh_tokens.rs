@@ -1,0 +1,184 @@
+//! Refresh tokens as stored: by digest, in families that share one grant.
+
+use super::{Database, StorageError};
+
+/// A refresh token's row, found by its digest.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredRefreshToken {
+    pub family: String,
+    pub username: String,
+    /// Space-separated scopes of the grant that began the family.
+    pub scopes: String,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A new refresh token to store.
+pub struct NewRefreshToken<'a> {
+    pub token_hash: &'a str,
+    pub family: &'a str,
+    pub username: &'a str,
+    pub scopes: &'a str,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+const INSERT: &str = "INSERT INTO refresh_tokens
+    (token_hash, family, username, scopes, issued_at, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6)";
+
+impl Database {
+    /// Stores the first token of a new family, and forgets tokens that have
+    /// expired.
+    pub async fn add_refresh_token(&self, token: &NewRefreshToken<'_>) -> Result<(), StorageError> {
+        insert(token).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+            .bind(token.issued_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn find_refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<StoredRefreshToken>, StorageError> {
+        Ok(sqlx::query_as::<_, StoredRefreshToken>(
+            "SELECT family, username, scopes, expires_at, used_at, revoked_at
+             FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Marks `used` used and stores `next` in its place, at once. False (and
+    /// nothing stored) if `used` was used, revoked or expired by then: the
+    /// check and the mark are one statement, so of two uses racing, on any
+    /// number of replicas, exactly one wins.
+    pub async fn rotate_refresh_token(
+        &self,
+        used: &str,
+        next: &NewRefreshToken<'_>,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let marked = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1
+             WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL
+               AND expires_at > $1",
+        )
+        .bind(next.issued_at)
+        .bind(used)
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert(next).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Revokes every token of `family`; the number newly revoked.
+    pub async fn revoke_refresh_family(&self, family: &str, now: i64) -> Result<u64, StorageError> {
+        let result = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(family)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+fn insert<'q>(
+    token: &'q NewRefreshToken<'q>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(INSERT)
+        .bind(token.token_hash)
+        .bind(token.family)
+        .bind(token.username)
+        .bind(token.scopes)
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_database;
+
+    fn token<'a>(hash: &'a str, issued_at: i64) -> NewRefreshToken<'a> {
+        NewRefreshToken {
+            token_hash: hash,
+            family: "f1",
+            username: "alice",
+            scopes: "tasks:read",
+            issued_at,
+            expires_at: issued_at + 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_rotates_once() {
+        let (db, _dir) = test_database().await;
+        db.add_user("alice", "h", &["tasks:read".into()])
+            .await
+            .unwrap();
+        db.add_refresh_token(&token("a", 10)).await.unwrap();
+        assert!(db.rotate_refresh_token("a", &token("b", 20)).await.unwrap());
+        assert!(!db.rotate_refresh_token("a", &token("c", 21)).await.unwrap());
+        assert_eq!(db.find_refresh_token("c").await.unwrap(), None);
+        let used = db.find_refresh_token("a").await.unwrap().unwrap();
+        assert_eq!(used.used_at, Some(20));
+        let next = db.find_refresh_token("b").await.unwrap().unwrap();
+        assert_eq!((next.family.as_str(), next.used_at), ("f1", None));
+        // Expired tokens do not rotate.
+        assert!(
+            !db.rotate_refresh_token("b", &token("d", 200))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_family_is_revoked_whole_and_goes_with_its_user() {
+        let (db, _dir) = test_database().await;
+        db.add_user("alice", "h", &["tasks:read".into()])
+            .await
+            .unwrap();
+        db.add_refresh_token(&token("a", 10)).await.unwrap();
+        assert!(db.rotate_refresh_token("a", &token("b", 20)).await.unwrap());
+        assert_eq!(db.revoke_refresh_family("f1", 30).await.unwrap(), 2);
+        assert!(!db.rotate_refresh_token("b", &token("c", 31)).await.unwrap());
+        assert_eq!(
+            db.find_refresh_token("b")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at,
+            Some(30)
+        );
+        assert!(db.remove_user("alice").await.unwrap());
+        assert_eq!(db.find_refresh_token("b").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_pruned() {
+        let (db, _dir) = test_database().await;
+        db.add_user("alice", "h", &["tasks:read".into()])
+            .await
+            .unwrap();
+        db.add_refresh_token(&token("a", 10)).await.unwrap();
+        db.add_refresh_token(&NewRefreshToken {
+            family: "f2",
+            ..token("b", 500)
+        })
+        .await
+        .unwrap();
+        assert_eq!(db.find_refresh_token("a").await.unwrap(), None);
+        assert!(db.find_refresh_token("b").await.unwrap().is_some());
+    }
+}

@@ -42,7 +42,7 @@ pub fn replace_file(path: &Path, bytes: &[u8]) {
     std::fs::rename(&temp, path).unwrap();
 }
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 

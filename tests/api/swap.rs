@@ -276,3 +276,93 @@ async fn a_lax_policy_is_refused_at_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed its start-up check"));
 }
+
+/// A policy built for `taskflow:auth@0.1.1` before this host existed (the
+/// artifact itself, not rebuilt: see `tests/components/fixtures`).
+fn policy_built_for_wit_0_1() -> Vec<u8> {
+    let path = crate::harness::workspace()
+        .join("tests/components/fixtures/guest-auth-0.2.0-wit-0.1.1.wasm");
+    std::fs::read(path).unwrap()
+}
+
+/// Swaps to `bytes` through `taskflow auth reload`, which must succeed.
+fn reload_with(server: &TestServer, policy: &std::path::Path, bytes: &[u8]) {
+    replace_file(policy, bytes);
+    let out = server.cli(&["auth", "reload"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A policy built for the 0.1 contract keeps working after the host moved
+/// to 0.2: it passes the checks and takes over while serving; logins, Bearer
+/// checks and revocation work, and tokens stay good across the swap both
+/// ways. It has no refresh grant, so no refresh tokens are issued while it
+/// serves and a refresh is `unsupported_grant_type` (leaving the refresh
+/// token usable once a 0.2 policy is back).
+#[tokio::test]
+async fn a_policy_built_for_the_0_1_contract_still_serves() {
+    let (server, policy, _dir) = swappable(0).await;
+    server.add_user("alice", "tasks:read tasks:write");
+    let login = format!(
+        "grant_type=password&username=alice&password={}",
+        crate::harness::urlencode(crate::harness::PASSWORD)
+    );
+    let current: Value = server.token_request(&login).await.json().await.unwrap();
+    let before = current["access_token"].as_str().unwrap().to_owned();
+    let refresh_token = current["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        crate::harness::urlencode(&refresh_token)
+    );
+
+    reload_with(&server, &policy, &policy_built_for_wit_0_1());
+    assert_eq!(server.health().await["auth_component"]["version"], "0.2.0");
+    assert!(server.log().contains("older contract"), "{}", server.log());
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&before), None)
+            .await
+            .status(),
+        200
+    );
+    let old: Value = server.token_request(&login).await.json().await.unwrap();
+    assert!(old.get("refresh_token").is_none(), "{old}");
+    let issued_by_old = old["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&issued_by_old), None)
+            .await
+            .status(),
+        200
+    );
+    assert_error(
+        server.token_request(&refresh).await,
+        400,
+        "unsupported_grant_type",
+        None,
+    )
+    .await;
+    // The 0.1.1 policy asks the host about revoked tokens.
+    assert_eq!(server.revoke(&before).await.status(), 200);
+    assert_error(
+        server.call("GET", "/tasks", Some(&before), None).await,
+        401,
+        "invalid_token",
+        Some("Bearer realm=\"taskflow\", error=\"invalid_token\""),
+    )
+    .await;
+
+    reload_with(&server, &policy, &policy_a());
+    assert_eq!(server.health().await["auth_component"]["version"], "0.3.0");
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&issued_by_old), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(server.token_request(&refresh).await.status(), 200);
+}

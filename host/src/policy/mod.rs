@@ -158,6 +158,8 @@ pub enum GrantRefusal {
     InvalidGrant,
     InvalidScope(String),
     InvalidRequest(String),
+    /// The active policy has no such grant (a 0.1 policy and a refresh).
+    UnsupportedGrant,
 }
 
 /// Who a request acts for.
@@ -294,6 +296,12 @@ impl PolicyHandle {
     /// public halves of the asymmetric ones.
     pub fn signing_keys(&self) -> Vec<SigningKey> {
         self.inner.lock_settings().signing_keys.clone()
+    }
+
+    /// Whether the active policy takes refresh grants; the host issues
+    /// refresh tokens only while it does.
+    pub fn supports_refresh(&self) -> bool {
+        self.inner.active.load().supports_refresh()
     }
 
     /// Name, version and digest of the active component.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -19,12 +19,9 @@ use super::{
     Principal, SandboxLimits,
 };
 
-wasmtime::component::bindgen!({
-    world: "auth-policy",
-    path: "../wit",
-});
+mod worlds;
 
-use self::taskflow::auth::types as wit;
+use self::worlds::{Policy, PolicyPre, current, wit};
 
 /// How often the epoch advances; the granularity of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -54,7 +51,7 @@ pub enum LoadError {
     },
     #[error("auth component {}: not a valid WebAssembly component: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
-    #[error("auth component {}: does not implement the taskflow:auth@0.2.0 auth-policy world: {reason}", path.display())]
+    #[error("auth component {}: does not implement the taskflow:auth@0.2.0 (or 0.1) auth-policy world: {reason}", path.display())]
     WrongWorld { path: PathBuf, reason: String },
     #[error("auth component {}: failed its start-up check: {reason}", path.display())]
     Check { path: PathBuf, reason: String },
@@ -91,7 +88,7 @@ impl WasiView for StoreState {
 
 impl wit::Host for StoreState {}
 
-impl self::taskflow::auth::host::Host for StoreState {
+impl current::taskflow::auth::host::Host for StoreState {
     fn settings(&mut self) -> wit::PolicySettings {
         wit::PolicySettings::clone(&self.env.settings.load())
     }
@@ -145,7 +142,7 @@ impl ComponentFile {
 /// A ready instance and the store it lives in.
 struct ReadyInstance {
     store: Store<StoreState>,
-    policy: AuthPolicy,
+    policy: Policy,
     calls: u32,
 }
 
@@ -169,8 +166,7 @@ impl Sandbox {
         let mut linker = Linker::<StoreState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        AuthPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        worlds::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         start_epoch_ticker(&engine);
         Ok(Self {
             engine,
@@ -186,7 +182,7 @@ impl Sandbox {
 /// One loaded, checked policy component and its ready instances.
 pub(super) struct PolicyRuntime {
     sandbox: Arc<Sandbox>,
-    pre: AuthPolicyPre<StoreState>,
+    pre: PolicyPre,
     env: Arc<HostEnv>,
     idle: Mutex<Vec<ReadyInstance>>,
     /// Calls that failed in a row; reset by any success.
@@ -222,7 +218,7 @@ impl PolicyRuntime {
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
-        let pre = AuthPolicyPre::new(pre).map_err(wrong_world)?;
+        let pre = PolicyPre::new(pre).map_err(wrong_world)?;
         let mut runtime = Self {
             sandbox: Arc::clone(sandbox),
             pre,
@@ -245,10 +241,17 @@ impl PolicyRuntime {
             reason,
         };
         let info = runtime
-            .call(|policy, store| policy.taskflow_auth_policy().call_info(store))
+            .call(|policy, store| policy.info(store))
             .map_err(|e| check_failed(e.to_string()))?;
         runtime.info.name = info.name;
         runtime.info.version = info.version;
+        if !runtime.pre.has_refresh() {
+            tracing::warn!(
+                component = %runtime.info.name,
+                world = runtime.pre.world(),
+                "the component is built for an older contract: no refresh grant (no refresh tokens are issued while it serves), HS256 keys only"
+            );
+        }
         let passed_marker = sandbox
             .cache_dir
             .as_ref()
@@ -299,8 +302,7 @@ impl PolicyRuntime {
             probe.store.set_epoch_deadline(deadline);
             probe
                 .policy
-                .taskflow_auth_policy()
-                .call_issue_token(&mut probe.store, &request)
+                .issue_token(&mut probe.store, &request)
                 .map_err(|e| describe_fault(e).to_string())
         };
         let token = match issue(&password)? {
@@ -319,18 +321,21 @@ impl PolicyRuntime {
             probe.store.set_epoch_deadline(deadline);
             probe
                 .policy
-                .taskflow_auth_policy()
-                .call_refresh_token(&mut probe.store, &request)
+                .refresh_token(&mut probe.store, &request)
                 .map_err(|e| describe_fault(e).to_string())
         };
+        // A 0.1 policy has no refresh grant to check.
         let refreshed = match refresh(&username)? {
-            Ok(grant) => grant.access_token,
-            Err(e) => return Err(format!("the probe user's refresh was refused: {e:?}")),
+            None => None,
+            Some(Ok(grant)) => Some(grant.access_token),
+            Some(Err(e)) => return Err(format!("the probe user's refresh was refused: {e:?}")),
         };
-        if !matches!(
-            refresh("self-check-nobody")?,
-            Err(wit::TokenError::InvalidGrant)
-        ) {
+        if refreshed.is_some()
+            && !matches!(
+                refresh("self-check-nobody")?,
+                Some(Err(wit::TokenError::InvalidGrant))
+            )
+        {
             return Err("a refresh for an unknown user was not refused with invalid-grant".into());
         }
         let mut decide = |authorization: Option<String>| {
@@ -343,8 +348,7 @@ impl PolicyRuntime {
             probe.store.set_epoch_deadline(deadline);
             probe
                 .policy
-                .taskflow_auth_policy()
-                .call_decide_access(&mut probe.store, &request)
+                .decide_access(&mut probe.store, &request)
                 .map_err(|e| describe_fault(e).to_string())
         };
         match decide(Some(format!("Bearer {token}")))? {
@@ -360,6 +364,9 @@ impl PolicyRuntime {
         if !matches!(decide(None)?, Err(wit::AccessDenial::NoCredentials)) {
             return Err("a request without credentials was not refused".into());
         }
+        let Some(refreshed) = refreshed else {
+            return Ok(());
+        };
         match decide(Some(format!("Bearer {refreshed}")))? {
             Ok(principal) if principal.subject == username => Ok(()),
             other => Err(format!(
@@ -401,6 +408,10 @@ impl PolicyRuntime {
         self.env.settings.store(Arc::new(settings));
     }
 
+    pub(super) fn supports_refresh(&self) -> bool {
+        self.pre.has_refresh()
+    }
+
     pub(super) fn info(&self) -> &ComponentInfo {
         &self.info
     }
@@ -419,11 +430,7 @@ impl PolicyRuntime {
                 .map(|s| s.to_string())
                 .collect(),
         };
-        let decision = self.call(|policy, store| {
-            policy
-                .taskflow_auth_policy()
-                .call_decide_access(store, &request)
-        })?;
+        let decision = self.call(|policy, store| policy.decide_access(store, &request))?;
         match decision {
             Ok(p) => Ok(Ok(Principal {
                 subject: p.subject,
@@ -450,9 +457,7 @@ impl PolicyRuntime {
             scopes,
         };
         let outcome = self.call_on(Instances::Fresh, |policy, store| {
-            policy
-                .taskflow_auth_policy()
-                .call_issue_token(store, &request)
+            policy.issue_token(store, &request)
         })?;
         from_wit_grant(outcome)
     }
@@ -468,19 +473,15 @@ impl PolicyRuntime {
             granted_scopes,
             scopes,
         };
-        let outcome = self.call(|policy, store| {
-            policy
-                .taskflow_auth_policy()
-                .call_refresh_token(store, &request)
-        })?;
-        from_wit_grant(outcome)
+        match self.call(|policy, store| policy.refresh_token(store, &request))? {
+            Some(outcome) => from_wit_grant(outcome),
+            None => Ok(Err(GrantRefusal::UnsupportedGrant)),
+        }
     }
 
     pub(super) fn hash_password(&self, password: String) -> Result<String, PolicyFailure> {
         self.call_on(Instances::Fresh, |policy, store| {
-            policy
-                .taskflow_auth_policy()
-                .call_hash_password(store, &password)
+            policy.hash_password(store, &password)
         })?
         .map_err(PolicyFailure::Unavailable)
     }
@@ -496,7 +497,7 @@ impl PolicyRuntime {
     /// still recycled after [`MAX_CALLS_PER_INSTANCE`] calls.
     fn call<R>(
         &self,
-        f: impl FnOnce(&AuthPolicy, &mut Store<StoreState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Policy, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyFailure> {
         self.call_on(Instances::Pooled, f)
     }
@@ -504,7 +505,7 @@ impl PolicyRuntime {
     fn call_on<R>(
         &self,
         instances: Instances,
-        f: impl FnOnce(&AuthPolicy, &mut Store<StoreState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Policy, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyFailure> {
         // Fail fast rather than queue: a full sandbox means the component is
         // slower than the traffic, and waiting would only pile requests up.

@@ -156,15 +156,17 @@ async fn password_grant(
                 .logins
                 .record_failure(&username, client.ip(), Instant::now());
         }
-        Err(GrantRefusal::InvalidRequest(_)) => {}
+        Err(GrantRefusal::InvalidRequest(_) | GrantRefusal::UnsupportedGrant) => {}
         // The password was right, even if a scope was not.
         Ok(_) | Err(GrantRefusal::InvalidScope(_)) => state.logins.record_success(&username),
     }
     let grant =
         outcome.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;
     let refresh_token = match &state.refresh {
-        Some(refresh) => Some(refresh.start(&username, &grant.scopes, unix_now()).await?),
-        None => None,
+        Some(refresh) if state.policy.supports_refresh() => {
+            Some(refresh.start(&username, &grant.scopes, unix_now()).await?)
+        }
+        _ => None,
     };
     Ok(token_response(grant, refresh_token))
 }
@@ -203,6 +205,10 @@ fn refused(refusal: GrantRefusal, invalid_grant: &str) -> ApiError {
         GrantRefusal::InvalidGrant => oauth("invalid_grant", invalid_grant),
         GrantRefusal::InvalidScope(reason) => oauth("invalid_scope", reason),
         GrantRefusal::InvalidRequest(reason) => oauth("invalid_request", reason),
+        GrantRefusal::UnsupportedGrant => oauth(
+            "unsupported_grant_type",
+            "the active auth policy does not support this grant",
+        ),
     }
 }
 

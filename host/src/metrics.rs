@@ -82,6 +82,7 @@ pub struct Metrics {
     component_calls: HistogramFamily<CallLabels>,
     token_requests: Family<OutcomeLabels, Counter>,
     login_refusals: Counter,
+    refresh_reuses: Counter,
 }
 
 impl Metrics {
@@ -128,6 +129,12 @@ impl Metrics {
             "Token requests refused by the brute-force limits, before any password check",
             login_refusals.clone(),
         );
+        let refresh_reuses = Counter::default();
+        registry.register(
+            "refresh_token_reuse",
+            "Refresh tokens presented again after their use; each revoked its family",
+            refresh_reuses.clone(),
+        );
         registry.register_collector(Box::new(ComponentCollector(policy)));
         Self {
             registry,
@@ -137,6 +144,7 @@ impl Metrics {
             component_calls,
             token_requests,
             login_refusals,
+            refresh_reuses,
         }
     }
 
@@ -171,6 +179,10 @@ impl Metrics {
     }
 
     /// A login refused by a brute-force limit.
+    pub fn record_refresh_reuse(&self) {
+        self.refresh_reuses.inc();
+    }
+
     pub fn record_login_refusal(&self) {
         self.login_refusals.inc();
     }

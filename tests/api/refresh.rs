@@ -133,6 +133,18 @@ async fn reusing_a_refresh_token_revokes_its_family() {
 
     let log = server.log();
     assert!(log.contains("refresh token reused"), "{log}");
+    server.add_user("prometheus", "metrics:read");
+    let scrape = server.token("prometheus", None).await;
+    let metrics = server
+        .call("GET", "/metrics", Some(&scrape), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("taskflow_refresh_token_reuse_total 1\n"),
+        "{metrics}"
+    );
     for secret in [&first, &second] {
         assert!(!log.contains(secret.as_str()), "a refresh token was logged");
     }

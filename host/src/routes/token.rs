@@ -16,7 +16,7 @@ use crate::form;
 use crate::keys::unix_now;
 use crate::metrics::ComponentCall;
 use crate::policy::{Grant, GrantRefusal};
-use crate::refresh::RefreshTokens;
+use crate::refresh::{RefreshError, RefreshTokens};
 
 /// The contract's cap on a token request body.
 pub const TOKEN_BODY_LIMIT: usize = 8 * 1024;
@@ -183,7 +183,12 @@ async fn refresh_grant(
         .remove("refresh_token")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `refresh_token`"))?;
     let now = unix_now();
-    let redeemed = refresh.redeem(&token, now).await?;
+    let reuse = |e: &RefreshError| {
+        if matches!(e, RefreshError::Reused) {
+            state.metrics.record_refresh_reuse();
+        }
+    };
+    let redeemed = refresh.redeem(&token, now).await.inspect_err(reuse)?;
     let started = Instant::now();
     let outcome =
         state
@@ -195,7 +200,7 @@ async fn refresh_grant(
     let grant = outcome?
         .map_err(|refusal| refused(refusal, "the refresh token's user may no longer sign in"))?;
     // Only now is the token used up: a failure above leaves it usable.
-    let next = refresh.rotate(&redeemed, now).await?;
+    let next = refresh.rotate(&redeemed, now).await.inspect_err(reuse)?;
     Ok(token_response(grant, Some(next)))
 }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 use argon2::{
     Algorithm as Argon2Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version,
 };
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
@@ -70,8 +72,9 @@ struct Native {
 }
 
 impl Native {
-    fn new(kid: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
+    /// Verifies tokens of `algorithm` with `decoding`; issues HS256 tokens.
+    fn new(kid: &str, algorithm: Algorithm, decoding: DecodingKey) -> Self {
+        let mut validation = Validation::new(algorithm);
         validation.set_issuer(&["taskflow"]);
         validation.set_audience(&["taskflow-api"]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
@@ -79,7 +82,7 @@ impl Native {
         validation.leeway = 30;
         Native {
             kid: kid.to_owned(),
-            decoding: DecodingKey::from_secret(SECRET),
+            decoding,
             encoding: EncodingKey::from_secret(SECRET),
             validation,
         }
@@ -131,35 +134,52 @@ fn main() {
         .unwrap()
         .to_string();
     let cache = tempfile::tempdir().unwrap();
-    let policy = PolicyHandle::load(
-        &PolicyConfig {
-            // TASKFLOW_BENCH_COMPONENT compares another build of the policy.
-            component: std::env::var_os("TASKFLOW_BENCH_COMPONENT").map_or_else(
-                || workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
-                PathBuf::from,
-            ),
-            cache_dir: Some(cache.path().to_owned()),
-            limits: SandboxLimits::default(),
-        },
-        PolicySettings {
-            signing_keys: vec![SigningKey {
-                kid: kid.clone(),
-                algorithm: KeyAlgorithm::Hs256,
-                secret: SECRET.to_vec(),
-            }],
-            issuer: "taskflow".into(),
-            audience: "taskflow-api".into(),
-            token_ttl: Duration::from_secs(1800),
-            leeway: Duration::from_secs(30),
-        },
-        Arc::new(OneUser(UserRecord {
-            username: "bench".into(),
-            password_hash: hash.clone(),
-            scopes: vec!["tasks:read".into()],
-        })),
-    )
-    .expect("load the policy component (run `just build` first)");
-    let native = Native::new(&kid);
+    let load = |key: SigningKey| {
+        PolicyHandle::load(
+            &PolicyConfig {
+                // TASKFLOW_BENCH_COMPONENT compares another build of the policy.
+                component: std::env::var_os("TASKFLOW_BENCH_COMPONENT").map_or_else(
+                    || workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
+                    PathBuf::from,
+                ),
+                cache_dir: Some(cache.path().to_owned()),
+                limits: SandboxLimits::default(),
+            },
+            PolicySettings {
+                signing_keys: vec![key],
+                issuer: "taskflow".into(),
+                audience: "taskflow-api".into(),
+                token_ttl: Duration::from_secs(1800),
+                leeway: Duration::from_secs(30),
+            },
+            Arc::new(OneUser(UserRecord {
+                username: "bench".into(),
+                password_hash: hash.clone(),
+                scopes: vec!["tasks:read".into()],
+            })),
+        )
+        .expect("load the policy component (run `just build` first)")
+    };
+    let policy = load(SigningKey {
+        kid: kid.clone(),
+        algorithm: KeyAlgorithm::Hs256,
+        secret: SECRET.to_vec(),
+    });
+    let native = Native::new(&kid, Algorithm::HS256, DecodingKey::from_secret(SECRET));
+    // The same decision with an Ed25519 signing key.
+    let seed = [7u8; 32];
+    let ed_kid = "bench-eddsa".to_owned();
+    let ed_policy = load(SigningKey {
+        kid: ed_kid.clone(),
+        algorithm: KeyAlgorithm::EdDsa,
+        secret: seed.to_vec(),
+    });
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    let ed_native = Native::new(
+        &ed_kid,
+        Algorithm::EdDSA,
+        DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(public.as_bytes())).unwrap(),
+    );
 
     let grant = policy
         .issue_token_blocking("bench".into(), PASSWORD.into(), None)
@@ -182,6 +202,18 @@ fn main() {
     }
     assert!(policy.decide_access(&request(&valid)).unwrap().is_ok());
     assert!(policy.decide_access(&request(&bad)).unwrap().is_err());
+    let ed_grant = ed_policy
+        .issue_token_blocking("bench".into(), PASSWORD.into(), None)
+        .unwrap()
+        .unwrap();
+    let ed_valid = format!("Bearer {}", ed_grant.access_token);
+    assert!(ed_native.decide(&ed_valid, "tasks:read"));
+    assert!(
+        ed_policy
+            .decide_access(&request(&ed_valid))
+            .unwrap()
+            .is_ok()
+    );
 
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -195,6 +227,17 @@ fn main() {
         b.iter(|| {
             policy
                 .decide_access(&request(black_box(&valid)))
+                .unwrap()
+                .is_ok()
+        })
+    });
+    group.bench_function("native-valid-eddsa", |b| {
+        b.iter(|| ed_native.decide(black_box(&ed_valid), "tasks:read"))
+    });
+    group.bench_function("component-valid-eddsa", |b| {
+        b.iter(|| {
+            ed_policy
+                .decide_access(&request(black_box(&ed_valid)))
                 .unwrap()
                 .is_ok()
         })
@@ -228,6 +271,11 @@ fn main() {
 
     let rows = [
         ("Bearer decision, valid token", "decide", "valid"),
+        (
+            "Bearer decision, valid EdDSA token",
+            "decide",
+            "valid-eddsa",
+        ),
         ("Bearer decision, bad signature", "decide", "bad-signature"),
         (
             "token issuance, cheap hash (fresh instance per call)",
@@ -248,6 +296,11 @@ fn main() {
             component / native
         ));
     }
+    let eddsa =
+        median_ns("decide", "component-valid-eddsa") / median_ns("decide", "component-valid");
+    table.push_str(&format!(
+        "\nIn the component, a Bearer decision on an EdDSA token costs {eddsa:.1}× one on an HS256 token (Ed25519 verification against one HMAC).\n"
+    ));
     common::report(&table);
 }
 

@@ -295,3 +295,50 @@ async fn a_key_rotation_reaches_every_replica() {
         200
     );
 }
+
+/// Refresh tokens live in the shared database: one replica's refresh token
+/// refreshes at the other, a replay at either revokes the family everywhere,
+/// and of two replicas using one token at once, at most one succeeds.
+#[tokio::test]
+async fn refresh_tokens_are_shared_and_single_use_across_replicas() {
+    let (a, b) = two_replicas().await;
+    a.add_user("alice", "tasks:read");
+    let login = format!(
+        "grant_type=password&username=alice&password={}",
+        crate::harness::urlencode(crate::harness::PASSWORD)
+    );
+    let refresh_form = |token: &str| {
+        format!(
+            "grant_type=refresh_token&refresh_token={}",
+            crate::harness::urlencode(token)
+        )
+    };
+    let refresh_token = |body: &Value| body["refresh_token"].as_str().unwrap().to_owned();
+
+    let first: Value = a.token_request(&login).await.json().await.unwrap();
+    let at_b = b.token_request(&refresh_form(&refresh_token(&first))).await;
+    assert_eq!(at_b.status(), 200);
+    let second: Value = at_b.json().await.unwrap();
+    // The first token, replayed at replica A: the family is gone at both.
+    assert_error(
+        a.token_request(&refresh_form(&refresh_token(&first))).await,
+        400,
+        "invalid_grant",
+        None,
+    )
+    .await;
+    assert_error(
+        b.token_request(&refresh_form(&refresh_token(&second)))
+            .await,
+        400,
+        "invalid_grant",
+        None,
+    )
+    .await;
+
+    let fresh: Value = b.token_request(&login).await.json().await.unwrap();
+    let form = refresh_form(&refresh_token(&fresh));
+    let (x, y) = tokio::join!(a.token_request(&form), b.token_request(&form));
+    let statuses = [x.status().as_u16(), y.status().as_u16()];
+    assert!(statuses.contains(&400), "{statuses:?}");
+}

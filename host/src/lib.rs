@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod claims;
 pub mod commands;
 pub mod config;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Refresh tokens (RFC 6749 §6 and §10.4): opaque, stored only as a digest,
 //! single use, replaced on each use by a successor of the same family, and a
-//! used one presented again revokes the whole family.
+//! used one presented again revokes the whole family, with the access tokens
+//! issued along with it.
 //!
 //! The host keeps them, not the policy: they are storage, and nothing but
 //! the host can read them. The policy still decides each refresh (does the
@@ -12,6 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
+use crate::claims;
 use crate::storage::{Database, NewRefreshToken, StorageError};
 
 /// Random bytes in a refresh token: unguessable, so a plain digest stores it.
@@ -53,19 +55,25 @@ impl RefreshTokens {
         Self { db, ttl }
     }
 
-    /// Begins a family for a password grant of `scopes` to `username`;
-    /// returns its first token.
+    /// Begins a family for a password grant of `scopes` to `username`,
+    /// which issued `access_token`; returns its first refresh token.
     pub async fn start(
         &self,
         username: &str,
         scopes: &[String],
+        access_token: &str,
         now: i64,
     ) -> Result<String, RefreshError> {
         let (token, token_hash) = generate()?;
         let (family, _) = generate()?;
         let scopes = scopes.join(" ");
+        let access = claims::id_and_expiry(access_token);
+        let row = self.row(&token_hash, &family, username, &scopes, now);
         self.db
-            .add_refresh_token(&self.row(&token_hash, &family, username, &scopes, now))
+            .add_refresh_token(&NewRefreshToken {
+                access_token: access.as_ref().map(|(jti, exp)| (jti.as_str(), *exp)),
+                ..row
+            })
             .await?;
         Ok(token)
     }
@@ -98,18 +106,28 @@ impl RefreshTokens {
         })
     }
 
-    /// Uses up `redeemed` and returns its successor. If another request used
-    /// it first (a race, or a replay), that is a reuse like any other.
-    pub async fn rotate(&self, redeemed: &Redeemed, now: i64) -> Result<String, RefreshError> {
+    /// Uses up `redeemed` and returns its successor, issued together with
+    /// `access_token`. If another request used it first (a race, or a
+    /// replay), that is a reuse like any other.
+    pub async fn rotate(
+        &self,
+        redeemed: &Redeemed,
+        access_token: &str,
+        now: i64,
+    ) -> Result<String, RefreshError> {
         let (token, token_hash) = generate()?;
         let scopes = redeemed.scopes.join(" ");
-        let next = self.row(
-            &token_hash,
-            &redeemed.family,
-            &redeemed.username,
-            &scopes,
-            now,
-        );
+        let access = claims::id_and_expiry(access_token);
+        let next = NewRefreshToken {
+            access_token: access.as_ref().map(|(jti, exp)| (jti.as_str(), *exp)),
+            ..self.row(
+                &token_hash,
+                &redeemed.family,
+                &redeemed.username,
+                &scopes,
+                now,
+            )
+        };
         if self
             .db
             .rotate_refresh_token(&redeemed.token_hash, &next)
@@ -165,6 +183,7 @@ impl RefreshTokens {
             scopes,
             issued_at: now,
             expires_at: now.saturating_add(self.ttl.as_secs() as i64),
+            access_token: None,
         }
     }
 }
@@ -201,14 +220,14 @@ mod tests {
     async fn each_use_gives_a_successor_and_uses_the_token_up() {
         let (refresh, _dir) = tokens().await;
         let first = refresh
-            .start("alice", &["tasks:read".into()], 10)
+            .start("alice", &["tasks:read".into()], "", 10)
             .await
             .unwrap();
         assert_eq!(first.len(), 43);
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
         assert_eq!(redeemed.username, "alice");
         assert_eq!(redeemed.scopes, vec!["tasks:read"]);
-        let second = refresh.rotate(&redeemed, 20).await.unwrap();
+        let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
         assert_ne!(first, second);
         // The successor lives for the whole lifetime again.
         assert!(refresh.redeem(&second, 115).await.is_ok());
@@ -221,9 +240,9 @@ mod tests {
     #[tokio::test]
     async fn reuse_revokes_the_family() {
         let (refresh, _dir) = tokens().await;
-        let first = refresh.start("alice", &[], 10).await.unwrap();
+        let first = refresh.start("alice", &[], "", 10).await.unwrap();
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
-        let second = refresh.rotate(&redeemed, 20).await.unwrap();
+        let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
         assert!(matches!(
             refresh.redeem(&first, 30).await,
             Err(RefreshError::Reused)
@@ -237,12 +256,12 @@ mod tests {
     #[tokio::test]
     async fn a_lost_race_is_a_reuse() {
         let (refresh, _dir) = tokens().await;
-        let first = refresh.start("alice", &[], 10).await.unwrap();
+        let first = refresh.start("alice", &[], "", 10).await.unwrap();
         let a = refresh.redeem(&first, 20).await.unwrap();
         let b = refresh.redeem(&first, 20).await.unwrap();
-        let winner = refresh.rotate(&a, 20).await.unwrap();
+        let winner = refresh.rotate(&a, "", 20).await.unwrap();
         assert!(matches!(
-            refresh.rotate(&b, 20).await,
+            refresh.rotate(&b, "", 20).await,
             Err(RefreshError::Reused)
         ));
         assert!(matches!(
@@ -254,9 +273,9 @@ mod tests {
     #[tokio::test]
     async fn revoking_any_token_revokes_the_family() {
         let (refresh, _dir) = tokens().await;
-        let first = refresh.start("alice", &[], 10).await.unwrap();
+        let first = refresh.start("alice", &[], "", 10).await.unwrap();
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
-        let second = refresh.rotate(&redeemed, 20).await.unwrap();
+        let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
         assert!(refresh.revoke(&first, 30).await.unwrap());
         assert!(!refresh.revoke("not-a-token", 30).await.unwrap());
         assert!(matches!(
@@ -268,7 +287,7 @@ mod tests {
     #[tokio::test]
     async fn a_password_change_revokes_refresh_tokens() {
         let (refresh, _dir) = tokens().await;
-        let first = refresh.start("alice", &[], 10).await.unwrap();
+        let first = refresh.start("alice", &[], "", 10).await.unwrap();
         assert!(refresh.db.set_password("alice", "h2", 15).await.unwrap());
         assert!(matches!(
             refresh.redeem(&first, 20).await,

@@ -98,15 +98,17 @@ async fn a_refresh_token_gives_a_new_access_token_and_its_successor() {
 }
 
 /// A refresh token used twice was stolen or replayed: every token of its
-/// family stops working, the legitimate client's successor included, and
-/// other logins are untouched.
+/// family stops working, the legitimate client's successor included, and so
+/// do the access tokens issued with them; other logins are untouched.
 #[tokio::test]
 async fn reusing_a_refresh_token_revokes_its_family() {
     let server = TestServer::start().await;
     server.add_user("alice", "tasks:read");
-    let (_, first) = login(&server, "alice", None).await;
-    let (_, other_login) = login(&server, "alice", None).await;
-    let (_, second) = tokens(refresh(&server, &first, None).await.json().await.unwrap());
+    let (first_access, first) = login(&server, "alice", None).await;
+    let (other_access, other_login) = login(&server, "alice", None).await;
+    let (second_access, second) =
+        tokens(refresh(&server, &first, None).await.json().await.unwrap());
+    assert_eq!(me(&server, &second_access).await, 200);
 
     let replay = assert_error(
         refresh(&server, &first, None).await,
@@ -129,6 +131,17 @@ async fn reusing_a_refresh_token_revokes_its_family() {
         None,
     )
     .await;
+    for access in [&first_access, &second_access] {
+        let body = assert_error(
+            server.call("GET", "/users/me", Some(access), None).await,
+            401,
+            "invalid_token",
+            Some("Bearer realm=\"taskflow\", error=\"invalid_token\""),
+        )
+        .await;
+        assert_eq!(body["error_description"], "the token was revoked");
+    }
+    assert_eq!(me(&server, &other_access).await, 200);
     assert_eq!(refresh(&server, &other_login, None).await.status(), 200);
 
     let log = server.log();
@@ -235,7 +248,8 @@ async fn revocation_password_change_and_removal_end_refresh_tokens() {
     let server = TestServer::start().await;
     server.add_user("alice", "tasks:read");
     let (_, revoked) = login(&server, "alice", None).await;
-    let (_, later) = tokens(refresh(&server, &revoked, None).await.json().await.unwrap());
+    let (later_access, later) =
+        tokens(refresh(&server, &revoked, None).await.json().await.unwrap());
     let response = server
         .post_form(
             "/revoke",
@@ -251,6 +265,8 @@ async fn revocation_password_change_and_removal_end_refresh_tokens() {
         None,
     )
     .await;
+    // RFC 7009 §2.1: the access tokens of the same grant go too.
+    assert_eq!(me(&server, &later_access).await, 401);
     // Revoking something that is not a token of ours is fine too (RFC 7009 §2.2).
     assert_eq!(server.revoke("no-such-refresh-token").await.status(), 200);
 

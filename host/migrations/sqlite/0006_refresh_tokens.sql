@@ -1,7 +1,7 @@
 -- Refresh tokens (RFC 6749 §6), stored as the SHA-256 of the opaque token:
 -- the token itself is never stored. Each use marks the token used and adds
 -- its successor to the same family; a used token presented again revokes the
--- whole family. Times are Unix seconds.
+-- whole family, and the access tokens issued with it. Times are Unix seconds.
 CREATE TABLE refresh_tokens (
     token_hash TEXT PRIMARY KEY NOT NULL,
     family     TEXT NOT NULL,
@@ -11,7 +11,11 @@ CREATE TABLE refresh_tokens (
     issued_at  BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
     used_at    BIGINT,
-    revoked_at BIGINT
+    revoked_at BIGINT,
+    -- The access token issued together with this refresh token (`jti`,
+    -- `exp`): revoked with the family.
+    access_jti        TEXT,
+    access_expires_at BIGINT
 );
 
 CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);

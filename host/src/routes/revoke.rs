@@ -9,11 +9,10 @@
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::token::{no_store, oauth, read_form};
 use crate::app::AppState;
+use crate::claims;
 use crate::error::{ApiError, ErrorBody};
 use crate::keys::unix_now;
 use crate::policy::{AccessRequest, Denial};
@@ -63,7 +62,7 @@ pub async fn revoke(State(state): State<AppState>, request: Request) -> Result<R
         Ok(_) => {
             // The policy verified the signature and claims; `jti` and `exp`
             // are read from the payload it accepted.
-            if let Some((jti, expires_at)) = token_id_and_expiry(&token) {
+            if let Some((jti, expires_at)) = claims::id_and_expiry(&token) {
                 state.db.revoke_token(&jti, expires_at, unix_now()).await?;
                 tracing::info!(jti, "access token revoked");
             }
@@ -72,34 +71,4 @@ pub async fn revoke(State(state): State<AppState>, request: Request) -> Result<R
         Err(Denial::InvalidToken(_) | Denial::NoCredentials | Denial::InsufficientScope(_)) => {}
     }
     Ok((StatusCode::OK, no_store()).into_response())
-}
-
-/// `jti` and `exp` of a JWT's payload, without verifying anything.
-fn token_id_and_expiry(token: &str) -> Option<(String, i64)> {
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        jti: String,
-        exp: i64,
-    }
-    let payload = token.split('.').nth(1)?;
-    let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    Some((claims.jti, claims.exp))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn claims_are_read_from_the_payload() {
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"jti":"abc","exp":1800000000,"sub":"a"}"#);
-        assert_eq!(
-            token_id_and_expiry(&format!("h.{payload}.s")),
-            Some(("abc".into(), 1_800_000_000))
-        );
-        assert_eq!(token_id_and_expiry("h.!!.s"), None);
-        assert_eq!(token_id_and_expiry("nodots"), None);
-        let no_jti = URL_SAFE_NO_PAD.encode(br#"{"exp":1}"#);
-        assert_eq!(token_id_and_expiry(&format!("h.{no_jti}.s")), None);
-    }
 }

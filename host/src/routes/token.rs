@@ -164,7 +164,12 @@ async fn password_grant(
         outcome.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;
     let refresh_token = match &state.refresh {
         Some(refresh) if state.policy.supports_refresh() => {
-            Some(refresh.start(&username, &grant.scopes, unix_now()).await?)
+            let now = unix_now();
+            Some(
+                refresh
+                    .start(&username, &grant.scopes, &grant.access_token, now)
+                    .await?,
+            )
         }
         _ => None,
     };
@@ -200,7 +205,10 @@ async fn refresh_grant(
     let grant = outcome?
         .map_err(|refusal| refused(refusal, "the refresh token's user may no longer sign in"))?;
     // Only now is the token used up: a failure above leaves it usable.
-    let next = refresh.rotate(&redeemed, now).await.inspect_err(reuse)?;
+    let next = refresh
+        .rotate(&redeemed, &grant.access_token, now)
+        .await
+        .inspect_err(reuse)?;
     Ok(token_response(grant, Some(next)))
 }
 

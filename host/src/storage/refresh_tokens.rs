@@ -22,11 +22,13 @@ pub struct NewRefreshToken<'a> {
     pub scopes: &'a str,
     pub issued_at: i64,
     pub expires_at: i64,
+    /// `jti` and `exp` of the access token issued with it, if it has them.
+    pub access_token: Option<(&'a str, i64)>,
 }
 
 const INSERT: &str = "INSERT INTO refresh_tokens
-    (token_hash, family, username, scopes, issued_at, expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6)";
+    (token_hash, family, username, scopes, issued_at, expires_at, access_jti, access_expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 impl Database {
     /// Stores the first token of a new family, and forgets tokens that have
@@ -80,15 +82,42 @@ impl Database {
         Ok(true)
     }
 
-    /// Revokes every token of `family`; the number newly revoked.
+    /// Revokes every refresh token of `family`, and every access token
+    /// issued with one of them that has not expired (RFC 7009 §2.1: the
+    /// whole grant goes). The number of refresh tokens newly revoked.
     pub async fn revoke_refresh_family(&self, family: &str, now: i64) -> Result<u64, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let access: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT access_jti, access_expires_at FROM refresh_tokens
+             WHERE family = $1 AND access_jti IS NOT NULL AND access_expires_at >= $2",
+        )
+        .bind(family)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (jti, expires_at) in &access {
+            sqlx::query(
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(jti)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        }
         let result = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(family)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        if let Some(cache) = &self.token_cache {
+            for (jti, _) in &access {
+                cache.forget(jti);
+            }
+        }
         Ok(result.rows_affected())
     }
 }
@@ -103,6 +132,8 @@ fn insert<'q>(
         .bind(token.scopes)
         .bind(token.issued_at)
         .bind(token.expires_at)
+        .bind(token.access_token.map(|(jti, _)| jti))
+        .bind(token.access_token.map(|(_, expires_at)| expires_at))
 }
 
 #[cfg(test)]
@@ -118,6 +149,7 @@ mod tests {
             scopes: "tasks:read",
             issued_at,
             expires_at: issued_at + 100,
+            access_token: None,
         }
     }
 
@@ -163,6 +195,29 @@ mod tests {
         );
         assert!(db.remove_user("alice").await.unwrap());
         assert_eq!(db.find_refresh_token("b").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn revoking_a_family_revokes_its_access_tokens() {
+        let (db, _dir) = test_database().await;
+        db.add_user("alice", "h", &["tasks:read".into()])
+            .await
+            .unwrap();
+        db.add_refresh_token(&NewRefreshToken {
+            access_token: Some(("j1", 50)),
+            ..token("a", 10)
+        })
+        .await
+        .unwrap();
+        let next = NewRefreshToken {
+            access_token: Some(("j2", 60)),
+            ..token("b", 20)
+        };
+        assert!(db.rotate_refresh_token("a", &next).await.unwrap());
+        db.revoke_refresh_family("f1", 55).await.unwrap();
+        // j1 expired already; j2 is revoked until it expires.
+        assert!(!db.token_status("j1", "alice", 10).await.unwrap().0);
+        assert!(db.token_status("j2", "alice", 20).await.unwrap().0);
     }
 
     #[tokio::test]

@@ -56,7 +56,8 @@ pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Res
     let now = keys::unix_now();
     match command {
         KeysCommand::Rotate { algorithm } => {
-            let added = ring.rotate(now, *algorithm).await?;
+            let algorithm = algorithm.unwrap_or(settings.signing_algorithm);
+            let added = ring.rotate(now, algorithm).await?;
             println!(
                 "added {} key {}: it signs from {} on ({} s from now); the key signing until then is retired at that moment",
                 added.algorithm,

@@ -65,6 +65,16 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
         sha256 = %info.sha256,
         "auth policy loaded"
     );
+    if let Some(signing) = policy.signing_keys().first()
+        && signing.algorithm != settings.signing_algorithm
+    {
+        tracing::warn!(
+            kid = %signing.kid,
+            signing = %signing.algorithm,
+            wanted = %settings.signing_algorithm,
+            "the signing key's algorithm is not --signing-algorithm; run `taskflow keys rotate` to add a key of that algorithm"
+        );
+    }
     admin::serve(policy.clone(), settings.admin_socket())?;
     if let Some(interval) = settings.component_watch() {
         reload::watch_component(policy.clone(), info.path.clone(), interval);

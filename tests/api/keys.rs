@@ -328,3 +328,39 @@ async fn eddsa_keys_sign_and_are_published_as_a_jwks() {
     .await;
     assert_eq!(jwks(&server).await["keys"][0]["kid"], kid.as_str());
 }
+
+/// `--signing-algorithm` (here from the environment) is what `keys rotate`
+/// adds unless `--algorithm` says otherwise; a server whose signing key is
+/// of another algorithm says how to switch.
+#[tokio::test]
+async fn the_signing_algorithm_setting_picks_what_rotate_adds() {
+    let mut options = rotating();
+    options
+        .extra_env
+        .push(("TASKFLOW_SIGNING_ALGORITHM".into(), "EdDSA".into()));
+    let server = TestServer::start_with(options).await;
+    assert!(
+        server.log().contains("run `taskflow keys rotate`"),
+        "{}",
+        server.log()
+    );
+    let rotated = server.cli(&["keys", "rotate"], "");
+    assert!(
+        stdout(&rotated).starts_with("added EdDSA key "),
+        "{}",
+        stderr(&rotated)
+    );
+    let explicit = server.cli(&["keys", "rotate", "--algorithm", "hs256"], "");
+    assert!(
+        stdout(&explicit).starts_with("added HS256 key "),
+        "{}",
+        stderr(&explicit)
+    );
+    let refused = server.cli(&["keys", "rotate", "--algorithm", "RS256"], "");
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not HS256 or EdDSA"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -75,10 +75,9 @@ pub enum KeysCommand {
     /// Add a signing key; it signs after --key-activation-delay, and the
     /// key signing now is retired at that moment.
     Rotate {
-        /// The new key's algorithm: HS256 (a shared secret) or EdDSA
-        /// (Ed25519; its public key is published at /.well-known/jwks.json).
-        #[arg(long, default_value = "HS256", value_parser = parse_key_algorithm)]
-        algorithm: KeyAlgorithm,
+        /// The new key's algorithm, HS256 or EdDSA [default: --signing-algorithm]
+        #[arg(long, value_parser = parse_key_algorithm)]
+        algorithm: Option<KeyAlgorithm>,
     },
     /// List the keys that still verify, with their state; never their secrets.
     List,
@@ -340,6 +339,17 @@ pub struct SettingsArgs {
         global = true
     )]
     pub key_activation_delay: u64,
+    /// Algorithm of the keys `keys rotate` adds: HS256 (a shared secret) or
+    /// EdDSA (Ed25519; public keys published at /.well-known/jwks.json).
+    /// Tokens follow the signing key's algorithm.
+    #[arg(
+        long,
+        env = "TASKFLOW_SIGNING_ALGORITHM",
+        default_value = "HS256",
+        value_parser = parse_key_algorithm,
+        global = true
+    )]
+    pub signing_algorithm: KeyAlgorithm,
     /// How often `serve` reads the signing keys from the database, in milliseconds.
     #[arg(
         long,

@@ -17,7 +17,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::policy::PolicyHandle;
-use crate::refresh::RefreshTokens;
+use crate::refresh::{RefreshLifetime, RefreshTokens};
 use crate::routes::{health, jwks, revoke, tasks, token, users};
 use crate::storage::Database;
 use crate::throttle::LoginThrottle;
@@ -35,16 +35,16 @@ pub struct AppState {
 
 impl AppState {
     /// State for a server on `db` with `policy`, counting into fresh
-    /// metrics, issuing refresh tokens that live `refresh_ttl` (if any).
+    /// metrics, issuing refresh tokens of `refresh` lifetime (if any).
     pub fn new(
         db: Database,
         policy: PolicyHandle,
         logins: LoginThrottle,
-        refresh_ttl: Option<Duration>,
+        refresh: Option<RefreshLifetime>,
     ) -> Self {
         let metrics = Arc::new(Metrics::new(policy.clone()));
         Self {
-            refresh: refresh_ttl.map(|ttl| RefreshTokens::new(db.clone(), ttl)),
+            refresh: refresh.map(|lifetime| RefreshTokens::new(db.clone(), lifetime)),
             db,
             policy,
             logins: Arc::new(logins),

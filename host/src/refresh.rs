@@ -31,11 +31,21 @@ pub enum RefreshError {
     Storage(#[from] StorageError),
 }
 
+/// How long refresh tokens live.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshLifetime {
+    /// Each token, from its issue: a family left unused this long ends.
+    pub idle: Duration,
+    /// A family, from its login, however often it is used; `None`: no cap.
+    pub absolute: Option<Duration>,
+}
+
 /// A refresh token that may be used: whose grant it carries.
 #[derive(Debug)]
 pub struct Redeemed {
     token_hash: String,
     family: String,
+    family_expires_at: i64,
     pub username: String,
     /// The scopes of the grant that began the family.
     pub scopes: Vec<String>,
@@ -45,14 +55,12 @@ pub struct Redeemed {
 #[derive(Clone)]
 pub struct RefreshTokens {
     db: Database,
-    ttl: Duration,
+    lifetime: RefreshLifetime,
 }
 
 impl RefreshTokens {
-    /// Each token is valid for `ttl` after its issue; using it gives a
-    /// successor valid for `ttl` again.
-    pub fn new(db: Database, ttl: Duration) -> Self {
-        Self { db, ttl }
+    pub fn new(db: Database, lifetime: RefreshLifetime) -> Self {
+        Self { db, lifetime }
     }
 
     /// Begins a family for a password grant of `scopes` to `username`,
@@ -68,7 +76,18 @@ impl RefreshTokens {
         let (family, _) = generate()?;
         let scopes = scopes.join(" ");
         let access = claims::id_and_expiry(access_token);
-        let row = self.row(&token_hash, &family, username, &scopes, now);
+        let family_expires_at = self
+            .lifetime
+            .absolute
+            .map_or(i64::MAX, |age| seconds_after(now, age));
+        let row = self.row(
+            &token_hash,
+            &family,
+            username,
+            &scopes,
+            family_expires_at,
+            now,
+        );
         self.db
             .add_refresh_token(&NewRefreshToken {
                 access_token: access.as_ref().map(|(jti, exp)| (jti.as_str(), *exp)),
@@ -97,6 +116,7 @@ impl RefreshTokens {
         Ok(Redeemed {
             token_hash,
             family: stored.family,
+            family_expires_at: stored.family_expires_at,
             username: stored.username,
             scopes: stored
                 .scopes
@@ -125,6 +145,7 @@ impl RefreshTokens {
                 &redeemed.family,
                 &redeemed.username,
                 &scopes,
+                redeemed.family_expires_at,
                 now,
             )
         };
@@ -174,6 +195,7 @@ impl RefreshTokens {
         family: &'a str,
         username: &'a str,
         scopes: &'a str,
+        family_expires_at: i64,
         now: i64,
     ) -> NewRefreshToken<'a> {
         NewRefreshToken {
@@ -182,10 +204,15 @@ impl RefreshTokens {
             username,
             scopes,
             issued_at: now,
-            expires_at: now.saturating_add(self.ttl.as_secs() as i64),
+            expires_at: seconds_after(now, self.lifetime.idle).min(family_expires_at),
+            family_expires_at,
             access_token: None,
         }
     }
+}
+
+fn seconds_after(now: i64, span: Duration) -> i64 {
+    now.saturating_add(i64::try_from(span.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// A new token and its digest.
@@ -213,7 +240,11 @@ mod tests {
         db.add_user("alice", "h", &["tasks:read".into()])
             .await
             .unwrap();
-        (RefreshTokens::new(db, Duration::from_secs(100)), dir)
+        let lifetime = RefreshLifetime {
+            idle: Duration::from_secs(100),
+            absolute: Some(Duration::from_secs(150)),
+        };
+        (RefreshTokens::new(db, lifetime), dir)
     }
 
     #[tokio::test]
@@ -229,10 +260,18 @@ mod tests {
         assert_eq!(redeemed.scopes, vec!["tasks:read"]);
         let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
         assert_ne!(first, second);
-        // The successor lives for the whole lifetime again.
+        // The successor lives for the whole lifetime again...
         assert!(refresh.redeem(&second, 115).await.is_ok());
         assert!(matches!(
             refresh.redeem(&second, 120).await,
+            Err(RefreshError::Invalid)
+        ));
+        // ...but never past the family's, counted from the login.
+        let redeemed = refresh.redeem(&second, 100).await.unwrap();
+        let third = refresh.rotate(&redeemed, "", 100).await.unwrap();
+        assert!(refresh.redeem(&third, 159).await.is_ok());
+        assert!(matches!(
+            refresh.redeem(&third, 160).await,
             Err(RefreshError::Invalid)
         ));
     }

@@ -90,7 +90,7 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     println!("taskflow listening on http://{address}");
     let logins = LoginThrottle::new(settings.login_limits());
     let app = app::router(
-        AppState::new(db, policy, logins, settings.refresh_token_ttl()),
+        AppState::new(db, policy, logins, settings.refresh_lifetime()),
         app::HttpLimits {
             body_timeout: settings.body_timeout(),
         },

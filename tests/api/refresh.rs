@@ -317,6 +317,31 @@ async fn refresh_tokens_are_stored_only_as_digests() {
     assert!(!contains(token.as_bytes()), "the token itself is stored");
 }
 
+/// A login's refresh tokens end `--refresh-token-max-age` after the login,
+/// however recently they were used.
+#[tokio::test]
+async fn a_login_ends_at_the_refresh_token_max_age() {
+    let server = TestServer::start_with(Options {
+        extra_env: vec![
+            ("TASKFLOW_REFRESH_TOKEN_TTL".into(), "60".into()),
+            ("TASKFLOW_REFRESH_TOKEN_MAX_AGE".into(), "2".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    server.add_user("alice", "tasks:read");
+    let (_, first) = login(&server, "alice", None).await;
+    let (_, second) = tokens(refresh(&server, &first, None).await.json().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_error(
+        refresh(&server, &second, None).await,
+        400,
+        "invalid_grant",
+        None,
+    )
+    .await;
+}
+
 /// Refresh tokens expire `--refresh-token-ttl` after their issue, and are
 /// not issued at all with 0.
 #[tokio::test]

@@ -10,6 +10,8 @@ CREATE TABLE refresh_tokens (
     scopes     TEXT NOT NULL,
     issued_at  BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
+    -- No token of the family is valid past this: the login's absolute lifetime.
+    family_expires_at BIGINT NOT NULL,
     used_at    BIGINT,
     revoked_at BIGINT,
     -- The access token issued together with this refresh token (`jti`,

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::files;
 use crate::keys::KeyTimings;
 use crate::policy::{KeyAlgorithm, PolicyConfig, PolicySettings, SandboxLimits, SigningKey};
+use crate::refresh::RefreshLifetime;
 use crate::server::ConnectionLimits;
 use crate::storage::PoolSettings;
 use crate::throttle::LoginLimits;
@@ -235,6 +236,15 @@ pub struct SettingsArgs {
         global = true
     )]
     pub refresh_token_ttl: u64,
+    /// Longest a login's refresh tokens keep working, in seconds from the
+    /// login, however often they are used; 0: no limit.
+    #[arg(
+        long,
+        env = "TASKFLOW_REFRESH_TOKEN_MAX_AGE",
+        default_value_t = 90 * 24 * 3600,
+        global = true
+    )]
+    pub refresh_token_max_age: u64,
     /// Clock skew allowed on `exp`/`nbf`, in seconds (at most 60).
     #[arg(long, env = "TASKFLOW_LEEWAY", default_value_t = 30, global = true)]
     pub leeway: u64,
@@ -403,9 +413,13 @@ impl SettingsArgs {
         }
     }
 
-    /// How long a refresh token lives; `None` when they are off.
-    pub fn refresh_token_ttl(&self) -> Option<Duration> {
-        (self.refresh_token_ttl > 0).then(|| Duration::from_secs(self.refresh_token_ttl))
+    /// How long refresh tokens live; `None` when they are off.
+    pub fn refresh_lifetime(&self) -> Option<RefreshLifetime> {
+        (self.refresh_token_ttl > 0).then(|| RefreshLifetime {
+            idle: Duration::from_secs(self.refresh_token_ttl),
+            absolute: (self.refresh_token_max_age > 0)
+                .then(|| Duration::from_secs(self.refresh_token_max_age)),
+        })
     }
 
     /// Brute-force limits of `/token` (zero limits are raised to one).

@@ -10,6 +10,7 @@ pub struct StoredRefreshToken {
     /// Space-separated scopes of the grant that began the family.
     pub scopes: String,
     pub expires_at: i64,
+    pub family_expires_at: i64,
     pub used_at: Option<i64>,
     pub revoked_at: Option<i64>,
 }
@@ -22,13 +23,15 @@ pub struct NewRefreshToken<'a> {
     pub scopes: &'a str,
     pub issued_at: i64,
     pub expires_at: i64,
+    pub family_expires_at: i64,
     /// `jti` and `exp` of the access token issued with it, if it has them.
     pub access_token: Option<(&'a str, i64)>,
 }
 
 const INSERT: &str = "INSERT INTO refresh_tokens
-    (token_hash, family, username, scopes, issued_at, expires_at, access_jti, access_expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    (token_hash, family, username, scopes, issued_at, expires_at, family_expires_at,
+     access_jti, access_expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 impl Database {
     /// Stores the first token of a new family, and forgets tokens that have
@@ -47,7 +50,7 @@ impl Database {
         token_hash: &str,
     ) -> Result<Option<StoredRefreshToken>, StorageError> {
         Ok(sqlx::query_as::<_, StoredRefreshToken>(
-            "SELECT family, username, scopes, expires_at, used_at, revoked_at
+            "SELECT family, username, scopes, expires_at, family_expires_at, used_at, revoked_at
              FROM refresh_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
@@ -132,6 +135,7 @@ fn insert<'q>(
         .bind(token.scopes)
         .bind(token.issued_at)
         .bind(token.expires_at)
+        .bind(token.family_expires_at)
         .bind(token.access_token.map(|(jti, _)| jti))
         .bind(token.access_token.map(|(_, expires_at)| expires_at))
 }
@@ -149,6 +153,7 @@ mod tests {
             scopes: "tasks:read",
             issued_at,
             expires_at: issued_at + 100,
+            family_expires_at: issued_at + 1000,
             access_token: None,
         }
     }

@@ -319,7 +319,9 @@ async fn a_policy_built_for_the_0_1_contract_still_serves() {
     );
 
     reload_with(&server, &policy, &policy_built_for_wit_0_1());
-    assert_eq!(server.health().await["auth_component"]["version"], "0.2.0");
+    let health = server.health().await;
+    assert_eq!(health["auth_component"]["version"], "0.2.0");
+    assert_eq!(health["auth_component"]["contract"], "taskflow:auth@0.1");
     assert!(server.log().contains("older contract"), "{}", server.log());
     assert_eq!(
         server
@@ -356,7 +358,9 @@ async fn a_policy_built_for_the_0_1_contract_still_serves() {
     .await;
 
     reload_with(&server, &policy, &policy_a());
-    assert_eq!(server.health().await["auth_component"]["version"], "0.3.0");
+    let health = server.health().await;
+    assert_eq!(health["auth_component"]["version"], "0.3.0");
+    assert_eq!(health["auth_component"]["contract"], "taskflow:auth@0.2.0");
     assert_eq!(
         server
             .call("GET", "/tasks", Some(&issued_by_old), None)

@@ -39,6 +39,10 @@ pub struct ComponentInfo {
     pub path: PathBuf,
     /// RFC 3339 time the component was loaded.
     pub loaded_at: String,
+    /// The WIT contract it implements: `taskflow:auth@0.2.0`, or
+    /// `taskflow:auth@0.1` for a policy built before 0.2.
+    #[serde(default)]
+    pub contract: String,
 }
 
 /// Why a component could not be loaded. Each names the file.
@@ -234,6 +238,7 @@ impl PolicyRuntime {
                 sha256,
                 path: path.to_owned(),
                 loaded_at: now_rfc3339(),
+                contract: String::new(),
             },
         };
         let check_failed = |reason: String| LoadError::Check {
@@ -245,6 +250,7 @@ impl PolicyRuntime {
             .map_err(|e| check_failed(e.to_string()))?;
         runtime.info.name = info.name;
         runtime.info.version = info.version;
+        runtime.info.contract = runtime.pre.world().to_owned();
         if !runtime.pre.has_refresh() {
             tracing::warn!(
                 component = %runtime.info.name,

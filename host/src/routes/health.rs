@@ -25,6 +25,8 @@ pub struct ActiveComponent {
     pub sha256: String,
     /// RFC 3339.
     pub loaded_at: String,
+    /// The WIT contract the component implements, e.g. `taskflow:auth@0.2.0`.
+    pub contract: String,
     /// Components swapped in since start.
     pub swaps: u64,
     /// Candidates refused since start.
@@ -44,6 +46,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             version: info.version,
             sha256: info.sha256,
             loaded_at: info.loaded_at,
+            contract: info.contract,
             swaps: status.swaps,
             refused_candidates: status.refused,
         },

@@ -81,6 +81,8 @@ async fn api_keeps_to_its_document_under_generated_requests() {
         .args(["--report", "junit"])
         .arg("--report-dir")
         .arg(reports.path())
+        // Its cache (`.schemathesis/`) goes where the reports go, not into the source tree.
+        .current_dir(reports.path())
         .output()
         .unwrap();
     let report = format!(

@@ -78,6 +78,10 @@ impl Database {
         .execute(&mut *tx)
         .await?;
         if marked.rows_affected() != 1 {
+            // Rolled back now, not whenever the connection is next used: on
+            // SQLite the transaction holds the write lock until then, and the
+            // family's revocation that follows would wait for it.
+            tx.rollback().await?;
             return Ok(false);
         }
         insert(next).execute(&mut *tx).await?;

@@ -24,9 +24,9 @@ components: component
 build: components
     cargo build --release -p taskflow
 
-# Build the components the integration tests load: hostile, lax and foreign ones.
+# Build the components the integration tests load: hostile, chatty, lax and foreign ones.
 test-components: wasm-target
-    cargo build --profile component --target wasm32-wasip2 -p hostile-policy -p lax-policy -p other-world
+    cargo build --profile component --target wasm32-wasip2 -p hostile-policy -p chatty-policy -p lax-policy -p other-world
 
 # Serve on 127.0.0.1:8080 with the embedded defaults (SQLite in ./taskflow-data).
 run: build
@@ -43,7 +43,7 @@ run: build
 lint: wasm-target
     cargo fmt --all --check
     cargo clippy --release --workspace --all-targets -- -D warnings
-    cargo clippy --profile component --target wasm32-wasip2 -p policy-kit -p guest-auth -p guest-admin-delete -p hostile-policy -p lax-policy -p other-world -- -D warnings
+    cargo clippy --profile component --target wasm32-wasip2 -p policy-kit -p guest-auth -p guest-admin-delete -p hostile-policy -p chatty-policy -p lax-policy -p other-world -- -D warnings
 
 # Lint, build the components, then unit tests of both sides and the
 # integration tests (last): on SQLite, as real clients (Chromium on /docs,
@@ -66,14 +66,15 @@ test-postgres: components test-components
     scripts/with-postgres cargo test --release --workspace --lib --bins --test api --test replicas
 
 # Benchmarks: policy calls vs native code (criterion), the server under wrk,
-# start-up and swap times. Writes docs/benchmarks.md.
-bench: build
+# start-up and swap times, hostile neighbours, and propagation between two
+# replicas on a throwaway PostgreSQL server. Writes docs/benchmarks.md.
+bench: build test-components
     @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
     rm -f target/bench-report.md
     CRITERION_HOME="$PWD/target/criterion" TASKFLOW_BENCH_REPORT="$PWD/target/bench-report.md" \
         cargo bench -p taskflow --bench policy -- --noplot
     TASKFLOW_BENCH_REPORT="$PWD/target/bench-report.md" \
-        cargo bench -p taskflow --features bench-control --bench server
+        scripts/with-postgres cargo bench -p taskflow --features bench-control --bench server
     @mkdir -p docs
     @{ cat docs/benchmarks-intro.md; \
        echo; echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), $(rustc --version)."; \

@@ -20,8 +20,8 @@ use criterion::Criterion;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
 use taskflow::policy::{
-    AccessRequest, Directory, KeyAlgorithm, PolicyConfig, PolicyHandle, PolicySettings,
-    SandboxLimits, SigningKey, UserRecord,
+    AccessRequest, Directory, DirectoryFuture, KeyAlgorithm, Lookup, PolicyConfig, PolicyHandle,
+    PolicySettings, SandboxLimits, SigningKey, UserRecord,
 };
 
 const SECRET: &[u8] = b"benchmark-secret-of-thirty-two-bytes-or-more";
@@ -35,17 +35,17 @@ fn workspace() -> PathBuf {
 struct OneUser(UserRecord);
 
 impl Directory for OneUser {
-    fn find_user(&self, username: &str) -> Result<Option<UserRecord>, String> {
-        Ok((username == self.0.username).then(|| self.0.clone()))
+    fn find_user<'a>(
+        &'a self,
+        username: &'a str,
+        _: Lookup,
+    ) -> DirectoryFuture<'a, Option<UserRecord>> {
+        let found = (username == self.0.username).then(|| self.0.clone());
+        Box::pin(async move { Ok(found) })
     }
 
-    fn check_token(
-        &self,
-        _: &str,
-        subject: &str,
-        _: u64,
-    ) -> Result<(bool, Option<UserRecord>), String> {
-        Ok((false, self.find_user(subject)?))
+    fn is_revoked<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> DirectoryFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
     }
 }
 
@@ -126,7 +126,12 @@ impl Native {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Calls are futures; a current-thread runtime polls them on this thread,
+    // as a request's task would be polled on a worker.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let _guard = runtime.enter();
     let kid = taskflow::config::key_id(SECRET);
     let hash = cheap_argon2()
@@ -135,30 +140,31 @@ fn main() {
         .to_string();
     let cache = tempfile::tempdir().unwrap();
     let load = |key: SigningKey| {
-        PolicyHandle::load(
-            &PolicyConfig {
-                // TASKFLOW_BENCH_COMPONENT compares another build of the policy.
-                component: std::env::var_os("TASKFLOW_BENCH_COMPONENT").map_or_else(
-                    || workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
-                    PathBuf::from,
-                ),
-                cache_dir: Some(cache.path().to_owned()),
-                limits: SandboxLimits::default(),
-            },
-            PolicySettings {
-                signing_keys: vec![key],
-                issuer: "taskflow".into(),
-                audience: "taskflow-api".into(),
-                token_ttl: Duration::from_secs(1800),
-                leeway: Duration::from_secs(30),
-            },
-            Arc::new(OneUser(UserRecord {
-                username: "bench".into(),
-                password_hash: hash.clone(),
-                scopes: vec!["tasks:read".into()],
-            })),
-        )
-        .expect("load the policy component (run `just build` first)")
+        runtime
+            .block_on(PolicyHandle::load(
+                &PolicyConfig {
+                    // TASKFLOW_BENCH_COMPONENT compares another build of the policy.
+                    component: std::env::var_os("TASKFLOW_BENCH_COMPONENT").map_or_else(
+                        || workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
+                        PathBuf::from,
+                    ),
+                    cache_dir: Some(cache.path().to_owned()),
+                    limits: SandboxLimits::default(),
+                },
+                PolicySettings {
+                    signing_keys: vec![key],
+                    issuer: "taskflow".into(),
+                    audience: "taskflow-api".into(),
+                    token_ttl: Duration::from_secs(1800),
+                    leeway: Duration::from_secs(30),
+                },
+                Arc::new(OneUser(UserRecord {
+                    username: "bench".into(),
+                    password_hash: hash.clone(),
+                    scopes: vec!["tasks:read".into()],
+                })),
+            ))
+            .expect("load the policy component (run `just build` first)")
     };
     let policy = load(SigningKey {
         kid: kid.clone(),
@@ -181,8 +187,8 @@ fn main() {
         DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(public.as_bytes())).unwrap(),
     );
 
-    let grant = policy
-        .issue_token_blocking("bench".into(), PASSWORD.into(), None)
+    let grant = runtime
+        .block_on(policy.issue_token("bench".into(), PASSWORD.into(), None))
         .unwrap()
         .unwrap();
     let valid = format!("Bearer {}", grant.access_token);
@@ -200,20 +206,21 @@ fn main() {
             required_scopes: &["tasks:read"],
         }
     }
-    assert!(policy.decide_access(&request(&valid)).unwrap().is_ok());
-    assert!(policy.decide_access(&request(&bad)).unwrap().is_err());
-    let ed_grant = ed_policy
-        .issue_token_blocking("bench".into(), PASSWORD.into(), None)
+    let decide = |policy: &PolicyHandle, authorization: &str| {
+        runtime
+            .block_on(policy.decide_access(&request(authorization)))
+            .unwrap()
+            .is_ok()
+    };
+    assert!(decide(&policy, &valid));
+    assert!(!decide(&policy, &bad));
+    let ed_grant = runtime
+        .block_on(ed_policy.issue_token("bench".into(), PASSWORD.into(), None))
         .unwrap()
         .unwrap();
     let ed_valid = format!("Bearer {}", ed_grant.access_token);
     assert!(ed_native.decide(&ed_valid, "tasks:read"));
-    assert!(
-        ed_policy
-            .decide_access(&request(&ed_valid))
-            .unwrap()
-            .is_ok()
-    );
+    assert!(decide(&ed_policy, &ed_valid));
 
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -224,34 +231,19 @@ fn main() {
         b.iter(|| native.decide(black_box(&valid), "tasks:read"))
     });
     group.bench_function("component-valid", |b| {
-        b.iter(|| {
-            policy
-                .decide_access(&request(black_box(&valid)))
-                .unwrap()
-                .is_ok()
-        })
+        b.iter(|| decide(&policy, black_box(&valid)))
     });
     group.bench_function("native-valid-eddsa", |b| {
         b.iter(|| ed_native.decide(black_box(&ed_valid), "tasks:read"))
     });
     group.bench_function("component-valid-eddsa", |b| {
-        b.iter(|| {
-            ed_policy
-                .decide_access(&request(black_box(&ed_valid)))
-                .unwrap()
-                .is_ok()
-        })
+        b.iter(|| decide(&ed_policy, black_box(&ed_valid)))
     });
     group.bench_function("native-bad-signature", |b| {
         b.iter(|| native.decide(black_box(&bad), "tasks:read"))
     });
     group.bench_function("component-bad-signature", |b| {
-        b.iter(|| {
-            policy
-                .decide_access(&request(black_box(&bad)))
-                .unwrap()
-                .is_ok()
-        })
+        b.iter(|| decide(&policy, black_box(&bad)))
     });
     group.finish();
     let mut group = c.benchmark_group("issue");
@@ -260,8 +252,8 @@ fn main() {
     });
     group.bench_function("component-cheap-hash", |b| {
         b.iter(|| {
-            policy
-                .issue_token_blocking("bench".into(), PASSWORD.into(), None)
+            runtime
+                .block_on(policy.issue_token("bench".into(), PASSWORD.into(), None))
                 .unwrap()
                 .unwrap()
         })

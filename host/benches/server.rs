@@ -6,7 +6,12 @@
 //!   latency, and peak resident memory;
 //! - start-up: process start to the first answered request, with an empty
 //!   and with a warm compiled-component cache;
-//! - swap: from a new component file to it serving.
+//! - swap: from a new component file to it serving;
+//! - hostile neighbours: valid Bearer traffic alone, and while clients send
+//!   requests that spin, exhaust memory or panic in the policy's Bearer
+//!   check;
+//! - propagation (with `TASKFLOW_TEST_POSTGRES_URL`, as `just bench` sets
+//!   it): from a revocation's 200 at one replica to its refusal at the other.
 //!
 //! Run with `just bench`, which builds with the feature and installs `wrk`.
 
@@ -263,35 +268,10 @@ mod bench {
         let warm = median(warm);
 
         let server = start(data.path(), &policy, cache.path());
-        let add = taskflow(data.path(), &policy, cache.path())
-            .args(["user", "add", "bench", "--scopes", "tasks:read tasks:write"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .and_then(|mut child| {
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(format!("{PASSWORD}\n").as_bytes())?;
-                child.wait()
-            })
-            .unwrap();
-        assert!(add.success());
-        let form = format!(
-            "grant_type=password&username=bench&password={}",
-            PASSWORD.replace(' ', "+")
-        );
-        let (status, body) = request(
+        let token = login_with(
+            taskflow(data.path(), &policy, cache.path()),
             &server.address,
-            "POST",
-            "/token",
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            &form,
         );
-        assert_eq!(status, 200, "{body}");
-        let grant: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let token = grant["access_token"].as_str().unwrap().to_owned();
         for i in 0..10 {
             let body = format!(r#"{{"title":"task {i}","description":"benchmark"}}"#);
             let auth = format!("Bearer {token}");
@@ -399,5 +379,229 @@ mod bench {
             ));
         }
         common::report(&table);
+        drop(server);
+
+        hostile_neighbours(cache.path());
+        match std::env::var("TASKFLOW_TEST_POSTGRES_URL") {
+            Ok(server) => propagation(&server, &policy, cache.path()),
+            Err(_) => common::report(
+                "### Propagation between replicas\n\nNot measured: no PostgreSQL server (run `just bench`, which starts one).\n",
+            ),
+        }
+    }
+
+    fn token_for(address: &str, user: &str) -> String {
+        let form = format!(
+            "grant_type=password&username={user}&password={}",
+            PASSWORD.replace(' ', "+")
+        );
+        let (status, body) = request(
+            address,
+            "POST",
+            "/token",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &form,
+        );
+        assert_eq!(status, 200, "{body}");
+        let grant: serde_json::Value = serde_json::from_str(&body).unwrap();
+        grant["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Valid Bearer traffic (wrk, 16 connections) alone, then while 4
+    /// clients send requests whose token makes the hostile policy spin in
+    /// its Bearer check, back to back, and 2 more send panic and memory-bomb
+    /// triggers.
+    fn hostile_neighbours(cache: &Path) {
+        let data = tempfile::tempdir().unwrap();
+        let policy = data.path().join("policy.wasm");
+        std::fs::copy(component("hostile_policy"), &policy).unwrap();
+        let server = start(data.path(), &policy, cache);
+        let token = login_with(taskflow(data.path(), &policy, cache), &server.address);
+        let url = format!("http://{}/tasks", server.address);
+        let alone = wrk(&url, 16, Some(&token));
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let triggers = ["loop", "loop", "loop", "loop", "panic", "bomb"];
+        let clients: Vec<_> = triggers
+            .iter()
+            .map(|trigger| {
+                let (address, stop) = (server.address.clone(), stop.clone());
+                let trigger = trigger.to_string();
+                std::thread::spawn(move || {
+                    let mut answers: Vec<(u16, f64)> = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let (status, _) = get(&address, "/tasks", Some(&trigger));
+                        answers.push((status, started.elapsed().as_secs_f64() * 1000.0));
+                    }
+                    (trigger, answers)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let neighbours = wrk(&url, 16, Some(&token));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut by_trigger: std::collections::BTreeMap<String, Vec<(u16, f64)>> =
+            std::collections::BTreeMap::new();
+        for client in clients {
+            let (trigger, answers) = client.join().unwrap();
+            by_trigger.entry(trigger).or_default().extend(answers);
+        }
+        assert_eq!(alone.non_2xx, 0, "valid requests failed alone");
+        let mut table = format!(
+            "### Hostile neighbours (hostile-policy; valid Bearer `GET /tasks`, wrk 16 connections, {} s each)\n\n| valid traffic | req/s | p50 | p99 | failed | vs alone |\n|---|---|---|---|---|---|\n",
+            seconds()
+        );
+        for (label, load) in [
+            ("alone", &alone),
+            (
+                "with 4 spinning + 1 panicking + 1 bombing client",
+                &neighbours,
+            ),
+        ] {
+            table.push_str(&format!(
+                "| {label} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.1}% |\n",
+                load.requests_per_second,
+                load.p50_ms,
+                load.p99_ms,
+                load.non_2xx,
+                100.0 * load.requests_per_second / alone.requests_per_second
+            ));
+        }
+        table.push_str(
+            "\n| hostile trigger | requests | answers | p50 | p99 | slowest |\n|---|---|---|---|---|---|\n",
+        );
+        for (trigger, answers) in by_trigger {
+            let mut statuses: std::collections::BTreeMap<u16, usize> =
+                std::collections::BTreeMap::new();
+            for (status, _) in &answers {
+                *statuses.entry(*status).or_default() += 1;
+            }
+            let mut times: Vec<f64> = answers.iter().map(|(_, ms)| *ms).collect();
+            times.sort_by(f64::total_cmp);
+            let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+            let statuses: Vec<String> = statuses
+                .iter()
+                .map(|(status, n)| format!("{n} × {status}"))
+                .collect();
+            table.push_str(&format!(
+                "| `{trigger}` | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms |\n",
+                times.len(),
+                statuses.join(", "),
+                at(0.5),
+                at(0.99),
+                times[times.len() - 1]
+            ));
+        }
+        common::report(&table);
+    }
+
+    /// Two replicas on one fresh PostgreSQL database: for each of many
+    /// tokens, checked once at replica B (which then remembers its user),
+    /// the time from the 200 of its revocation at replica A to B's 401.
+    fn propagation(postgres: &str, policy: &Path, cache: &Path) {
+        let database = fresh_database(postgres);
+        let start_replica = |data: &Path| {
+            let mut command = taskflow(data, policy, cache);
+            command.env("TASKFLOW_DATABASE_URL", &database);
+            let started = Instant::now();
+            let mut child = command
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start taskflow");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            let address = line
+                .trim()
+                .strip_prefix("taskflow listening on http://")
+                .expect("the server's announcement")
+                .to_owned();
+            Server {
+                child,
+                address,
+                started,
+                ready_after: Duration::ZERO,
+            }
+        };
+        let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = start_replica(data_a.path());
+        let b = start_replica(data_b.path());
+        let mut add = taskflow(data_a.path(), policy, cache);
+        add.env("TASKFLOW_DATABASE_URL", &database);
+        let _ = login_with(add, &a.address);
+        let tries = 200;
+        let mut times = Vec::with_capacity(tries);
+        for _ in 0..tries {
+            let token = token_for(&a.address, "bench");
+            assert_eq!(get(&b.address, "/users/me", Some(&token)).0, 200);
+            let (status, _) = request(
+                &a.address,
+                "POST",
+                "/revoke",
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                &format!("token={token}"),
+            );
+            assert_eq!(status, 200);
+            let revoked = Instant::now();
+            loop {
+                let status = get(&b.address, "/users/me", Some(&token)).0;
+                if status == 401 {
+                    break;
+                }
+                assert_eq!(status, 200);
+                assert!(revoked.elapsed() < Duration::from_secs(5), "never refused");
+            }
+            times.push(revoked.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        common::report(&format!(
+            "### Propagation between replicas (PostgreSQL, {tries} revocations)\n\nFrom the 200 of `POST /revoke` at one replica to the first 401 for that token at the other (which had checked it before, so answered from memory): median {:.1} ms, p99 {:.1} ms, slowest {:.1} ms.\n",
+            at(0.5),
+            at(0.99),
+            times[times.len() - 1]
+        ));
+    }
+
+    /// Adds the user `bench` with the CLI `command` (which carries the
+    /// database) and returns a token from `address`.
+    fn login_with(mut command: Command, address: &str) -> String {
+        let add = command
+            .args(["user", "add", "bench", "--scopes", "tasks:read tasks:write"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .and_then(|mut child| {
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("{PASSWORD}\n").as_bytes())?;
+                child.wait()
+            })
+            .unwrap();
+        assert!(add.success());
+        token_for(address, "bench")
+    }
+
+    /// Creates an empty database on the PostgreSQL server at `server_url`.
+    fn fresh_database(server_url: &str) -> String {
+        use sqlx::{Connection, Executor};
+        let name = format!("taskflow_bench_{}", std::process::id());
+        let statement = format!("CREATE DATABASE {name}");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut connection = sqlx::PgConnection::connect(server_url).await.unwrap();
+                connection.execute(statement.as_str()).await.unwrap();
+            });
+        let (base, _) = server_url.rsplit_once('/').expect("a URL with a database");
+        format!("{base}/{name}")
     }
 }

@@ -75,7 +75,7 @@ where
             required_scopes: A::SCOPES,
         };
         let started = Instant::now();
-        let decision = state.policy.decide_access(&request);
+        let decision = state.policy.decide_access(&request).await;
         let counted = match &decision {
             Ok(Ok(_)) => Decision::Allowed,
             Ok(Err(Denial::NoCredentials)) => Decision::Denied("no_credentials"),

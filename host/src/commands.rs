@@ -14,7 +14,7 @@ use crate::config::{
     AuthCommand, ConfigCommand, KeysCommand, SecretSource, SettingsArgs, UserCommand,
 };
 use crate::keys::{self, KeyRing};
-use crate::policy::{Directory, PolicyHandle, UserRecord};
+use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, UserRecord};
 use crate::startup::open_database;
 use crate::storage::Database;
 
@@ -34,6 +34,13 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                 bail!("no user named {username}");
             }
             println!("changed the password of {username}; their earlier tokens are revoked");
+        }
+        UserCommand::Scopes { username, scopes } => {
+            let scopes = parse_scopes(scopes)?;
+            if !db.set_scopes(username, &scopes).await? {
+                bail!("no user named {username}");
+            }
+            println!("set the scopes of {username} to [{}]", scopes.join(" "));
         }
         UserCommand::List => {
             for user in db.list_users().await? {
@@ -190,6 +197,9 @@ fn show_settings(loaded: &Loaded) -> String {
 /// database, component. Prints a line per check.
 async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
     let config = settings.policy_config()?;
+    for removed in settings.removed_settings() {
+        println!("warning: {removed}");
+    }
     let secret = settings.existing_signing_secret()?;
     match &secret {
         Some(secret) => println!(
@@ -225,6 +235,7 @@ async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
         .with_context(|| format!("database {}", mask_password(&url)))?;
     println!("ok: database {} ({database})", mask_password(&url));
     let policy = PolicyHandle::load(&config, policy_settings, Arc::new(NoUsers))
+        .await
         .with_context(|| format!("auth component {}", config.component.display()))?;
     let info = policy.info();
     println!(
@@ -290,7 +301,8 @@ async fn hash_password(settings: &SettingsArgs, password: String) -> anyhow::Res
         &settings.policy_config()?,
         settings.policy_settings()?,
         Arc::new(NoUsers),
-    )?;
+    )
+    .await?;
     Ok(policy.hash_password(password).await?)
 }
 
@@ -345,17 +357,12 @@ fn read_password() -> anyhow::Result<String> {
 struct NoUsers;
 
 impl Directory for NoUsers {
-    fn find_user(&self, _: &str) -> Result<Option<UserRecord>, String> {
-        Ok(None)
+    fn find_user<'a>(&'a self, _: &'a str, _: Lookup) -> DirectoryFuture<'a, Option<UserRecord>> {
+        Box::pin(async { Ok(None) })
     }
 
-    fn check_token(
-        &self,
-        _: &str,
-        subject: &str,
-        _: u64,
-    ) -> Result<(bool, Option<UserRecord>), String> {
-        Ok((false, self.find_user(subject)?))
+    fn is_revoked<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> DirectoryFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
     }
 }
 

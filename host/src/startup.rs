@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::runtime::Handle;
 
 use crate::app::{self, AppState};
 use crate::config::SettingsArgs;
 use crate::files;
 use crate::keys::{self, KeyRing};
-use crate::policy::{Directory, PolicyHandle, UserRecord};
+use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, UserRecord};
 use crate::storage::{Database, StoredUser};
 use crate::throttle::LoginThrottle;
 use crate::{admin, reload, server};
@@ -44,19 +43,32 @@ pub async fn load_policy(
         .await
         .context("cannot read the signing keys")?;
     let policy_settings = settings.policy_settings_with_keys(keys)?;
-    let users = Arc::new(DatabaseDirectory {
-        db: db.clone(),
-        runtime: Handle::current(),
-    });
-    Ok((PolicyHandle::load(&config, policy_settings, users)?, ring))
+    let users = Arc::new(DatabaseDirectory { db: db.clone() });
+    Ok((
+        PolicyHandle::load(&config, policy_settings, users).await?,
+        ring,
+    ))
 }
 
 /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
 pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
+    for removed in settings.removed_settings() {
+        tracing::warn!("{removed}");
+    }
     let listen = settings.listen;
     let db = open_database(settings).await?;
     let (policy, ring) = load_policy(settings, &db).await?;
     keys::follow(ring, policy.clone(), settings.key_refresh());
+    let (stop_feed, feed_stopped) = tokio::sync::oneshot::channel::<()>();
+    let feed = {
+        let (db, url) = (db.clone(), settings.database_url());
+        tokio::spawn(async move {
+            db.follow_changes(&url, async {
+                let _ = feed_stopped.await;
+            })
+            .await;
+        })
+    };
     let info = policy.info();
     tracing::info!(
         component = %info.path.display(),
@@ -96,6 +108,8 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
         },
     );
     server::serve(listener, app, settings.connection_limits(), shutdown).await;
+    let _ = stop_feed.send(());
+    let _ = feed.await;
     tracing::info!("shut down");
     Ok(())
 }
@@ -138,41 +152,39 @@ fn begin_shutdown() {
     });
 }
 
-/// Looks users and revoked tokens up for the policy. The component calls it synchronously,
-/// from the blocking pool, so it blocks on the async query.
+/// Looks users and revoked tokens up for the policy.
 struct DatabaseDirectory {
     db: Database,
-    runtime: Handle,
 }
 
 impl Directory for DatabaseDirectory {
-    fn find_user(&self, username: &str) -> Result<Option<UserRecord>, String> {
-        let found =
-            tokio::task::block_in_place(|| self.runtime.block_on(self.db.find_user(username)))
-                .map_err(|e| e.to_string())?;
-        Ok(found.map(user_record))
+    fn find_user<'a>(
+        &'a self,
+        username: &'a str,
+        lookup: Lookup,
+    ) -> DirectoryFuture<'a, Option<UserRecord>> {
+        Box::pin(async move {
+            let found = match lookup {
+                Lookup::Decision => self.db.user_for_decision(username).await,
+                Lookup::Grant => self.db.find_user(username).await,
+            };
+            Ok(found.map_err(|e| e.to_string())?.map(user_record))
+        })
     }
 
-    fn check_token(
-        &self,
-        token_id: &str,
-        subject: &str,
+    fn is_revoked<'a>(
+        &'a self,
+        token_id: &'a str,
+        subject: &'a str,
         issued_at: u64,
-    ) -> Result<(bool, Option<UserRecord>), String> {
-        let issued_at = i64::try_from(issued_at).unwrap_or(i64::MAX);
-        // A remembered answer needs no trip through the async runtime.
-        if let Some((revoked, user)) = self
-            .db
-            .remembered_token_status(token_id, subject, issued_at)
-        {
-            return Ok((revoked, user.map(user_record)));
-        }
-        let (revoked, user) = tokio::task::block_in_place(|| {
-            self.runtime
-                .block_on(self.db.token_status(token_id, subject, issued_at))
+    ) -> DirectoryFuture<'a, bool> {
+        Box::pin(async move {
+            let issued_at = i64::try_from(issued_at).unwrap_or(i64::MAX);
+            self.db
+                .token_revoked(token_id, subject, issued_at)
+                .await
+                .map_err(|e| e.to_string())
         })
-        .map_err(|e| e.to_string())?;
-        Ok((revoked, user.map(user_record)))
     }
 }
 

@@ -99,6 +99,101 @@ async fn a_spinning_request_does_not_block_others() {
     assert_eq!(spinning.await.unwrap(), 503);
 }
 
+/// Several clients whose requests spin, exhaust memory or panic in the
+/// Bearer check (which runs on the server's async worker threads, not the
+/// blocking pool) send them back to back, while another client sends valid
+/// Bearer requests: every misbehaving request gets 503 within its deadline
+/// (50 ms by default for a decision, far below the password work's 3 s set
+/// here), and every valid one is answered promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn misbehaving_bearer_checks_do_not_hold_up_other_requests() {
+    let server = std::sync::Arc::new(hostile_server_with_deadline(3000).await);
+    let token = server.token("alice", None).await;
+    let prompt = Duration::from_millis(500);
+    for trigger in ["loop", "bomb", "panic"] {
+        let until = std::time::Instant::now() + Duration::from_millis(1500);
+        let hostile: Vec<_> = (0..4)
+            .map(|_| {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let mut sent = 0;
+                    while std::time::Instant::now() < until {
+                        let started = std::time::Instant::now();
+                        let status = server
+                            .call("GET", "/tasks", Some(trigger), None)
+                            .await
+                            .status();
+                        let took = started.elapsed();
+                        assert_eq!(status, 503, "{trigger} in the Bearer check");
+                        assert!(took < prompt, "{trigger} took {took:?} to fail");
+                        sent += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        let mut answered = 0;
+        let mut slowest = Duration::ZERO;
+        while std::time::Instant::now() < until {
+            let started = std::time::Instant::now();
+            let status = server
+                .call("GET", "/tasks", Some(&token), None)
+                .await
+                .status();
+            assert_eq!(status, 200, "a valid request during {trigger}");
+            slowest = slowest.max(started.elapsed());
+            answered += 1;
+        }
+        for client in hostile {
+            assert!(client.await.unwrap() > 0);
+        }
+        assert!(
+            slowest < prompt,
+            "a valid request took {slowest:?} while {trigger} requests ran"
+        );
+        assert!(
+            answered >= 20,
+            "only {answered} valid answers during {trigger}"
+        );
+    }
+}
+
+/// A policy that writes to stdout and stderr on every call serves normally,
+/// on the Bearer path (the async worker threads) and in password grants
+/// (the password threads) alike, and what it writes reaches the server's
+/// log, one line per line, marked with the component's name.
+#[tokio::test]
+async fn a_policy_that_prints_serves_and_its_output_is_logged() {
+    let server = TestServer::start_with(Options {
+        component: built_component("chatty_policy"),
+        ..Options::default()
+    })
+    .await;
+    server.add_user("alice", "tasks:read");
+    let token = server.token("alice", None).await;
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&token), None)
+            .await
+            .status(),
+        200
+    );
+    let log = server.log();
+    for wrote in [
+        "chatty-policy stdout: decide-access",
+        "chatty-policy stderr: decide-access",
+        "chatty-policy stdout: issue-token",
+        "chatty-policy stderr: issue-token",
+    ] {
+        let line = log
+            .lines()
+            .find(|line| line.contains(wrote))
+            .unwrap_or_else(|| panic!("{wrote:?} is not in the log:\n{log}"));
+        assert!(line.contains("component=chatty-policy"), "{line}");
+        assert!(line.contains("stream="), "{line}");
+    }
+}
+
 /// A component failing call after call shows as degraded, and recovers.
 #[tokio::test]
 async fn repeated_faults_show_as_degraded() {

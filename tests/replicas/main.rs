@@ -8,6 +8,7 @@ mod harness;
 
 mod outage;
 mod proxy;
+mod token_status;
 mod two_replicas;
 
 /// The server `scripts/with-postgres` started.

@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 
 use crate::files;
 use crate::keys::KeyTimings;
-use crate::policy::{KeyAlgorithm, PolicyConfig, PolicySettings, SandboxLimits, SigningKey};
+use crate::policy::{
+    CallDeadlines, KeyAlgorithm, PolicyConfig, PolicySettings, SandboxLimits, SigningKey,
+};
 use crate::refresh::RefreshLifetime;
 use crate::server::ConnectionLimits;
 use crate::storage::PoolSettings;
@@ -125,6 +127,13 @@ pub enum UserCommand {
         /// The user whose password changes.
         username: String,
     },
+    /// Replace a user's scopes; their tokens keep only the scopes they still hold.
+    Scopes {
+        /// The user whose scopes change.
+        username: String,
+        /// Space-separated scopes, e.g. "tasks:read"; "" withdraws every scope.
+        scopes: String,
+    },
     /// Remove a user and their tasks.
     Remove {
         /// The user to remove.
@@ -181,17 +190,16 @@ pub struct SettingsArgs {
         global = true
     )]
     pub database_timeout_ms: u64,
-    /// How long a Bearer check may reuse a token's revocation and user
-    /// lookup, in milliseconds. 0 (the default): every check reads the
-    /// database, so revocations and removals apply on the next request;
-    /// above 0, changes made by other replicas or the CLI apply within it.
+    /// Removed: Bearer checks answer from memory kept current by the change
+    /// log. Accepted so that old settings still start; `config check` and
+    /// `serve` say it has no effect.
     #[arg(
         long,
         env = "TASKFLOW_TOKEN_STATUS_CACHE_MS",
-        default_value_t = 0,
-        global = true
+        global = true,
+        hide = true
     )]
-    pub token_status_cache_ms: u64,
+    pub token_status_cache_ms: Option<u64>,
     /// Auth policy component (.wasm) [default: the one `just build` makes].
     #[arg(long, env = "TASKFLOW_AUTH_COMPONENT", global = true)]
     pub auth_component: Option<PathBuf>,
@@ -248,7 +256,8 @@ pub struct SettingsArgs {
     /// Clock skew allowed on `exp`/`nbf`, in seconds (at most 60).
     #[arg(long, env = "TASKFLOW_LEEWAY", default_value_t = 30, global = true)]
     pub leeway: u64,
-    /// Longest one call into the auth component may run, in milliseconds.
+    /// Longest a password grant (or password hashing) in the auth component
+    /// may run, in milliseconds.
     #[arg(
         long,
         env = "TASKFLOW_COMPONENT_DEADLINE_MS",
@@ -256,6 +265,15 @@ pub struct SettingsArgs {
         global = true
     )]
     pub component_deadline_ms: u64,
+    /// Longest a Bearer decision or a refresh grant in the auth component may
+    /// run, in milliseconds (storage lookups not counted).
+    #[arg(
+        long,
+        env = "TASKFLOW_DECISION_DEADLINE_MS",
+        default_value_t = 50,
+        global = true
+    )]
+    pub decision_deadline_ms: u64,
     /// Most memory one component instance may use, in MiB.
     #[arg(
         long,
@@ -396,6 +414,20 @@ pub enum ConfigError {
 }
 
 impl SettingsArgs {
+    /// Settings that were removed but are still given, each with why it
+    /// has no effect now.
+    pub fn removed_settings(&self) -> Vec<&'static str> {
+        let mut removed = Vec::new();
+        if self.token_status_cache_ms.is_some() {
+            removed.push(
+                "token_status_cache_ms (--token-status-cache-ms, TASKFLOW_TOKEN_STATUS_CACHE_MS) was removed and has no effect: \
+                 Bearer checks answer from memory that the change log keeps current, so a revocation, removal or password change \
+                 is refused at once on this replica and within milliseconds on the others, with no time-based cache",
+            );
+        }
+        removed
+    }
+
     /// The database URL, defaulting to a SQLite file in the data directory.
     pub fn database_url(&self) -> String {
         self.database_url
@@ -408,8 +440,6 @@ impl SettingsArgs {
         PoolSettings {
             max_connections: self.database_max_connections.max(1),
             timeout: Duration::from_millis(self.database_timeout_ms.max(1)),
-            token_status_cache: (self.token_status_cache_ms > 0)
-                .then(|| Duration::from_millis(self.token_status_cache_ms)),
         }
     }
 
@@ -480,11 +510,12 @@ impl SettingsArgs {
     /// Component path and sandbox limits.
     pub fn policy_config(&self) -> Result<PolicyConfig, ConfigError> {
         if self.component_deadline_ms == 0
+            || self.decision_deadline_ms == 0
             || self.component_memory_mib == 0
             || self.component_max_instances == 0
         {
             return Err(ConfigError::Invalid(
-                "component deadline, memory limit and instance limit must be positive".into(),
+                "component deadlines, memory limit and instance limit must be positive".into(),
             ));
         }
         Ok(PolicyConfig {
@@ -498,7 +529,10 @@ impl SettingsArgs {
                     .unwrap_or_else(|| self.data_dir.join("component-cache")),
             ),
             limits: SandboxLimits {
-                call_deadline: Duration::from_millis(self.component_deadline_ms),
+                deadlines: CallDeadlines {
+                    decision: Duration::from_millis(self.decision_deadline_ms),
+                    password: Duration::from_millis(self.component_deadline_ms),
+                },
                 memory_bytes: self.component_memory_mib << 20,
                 max_instances: self.component_max_instances,
                 ..SandboxLimits::default()

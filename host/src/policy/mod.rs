@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-pub use runtime::{ComponentInfo, LoadError};
+pub use runtime::{CallDeadlines, ComponentInfo, LoadError};
 
 /// A stored user as the policy needs it.
 #[derive(Clone)]
@@ -25,21 +25,38 @@ pub struct UserRecord {
     pub scopes: Vec<String>,
 }
 
-/// Where the policy looks users and revoked tokens up. Called from inside a
-/// component call, on a thread that may block.
+/// What a lookup is for, which decides where it may be answered from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// A Bearer decision: from the memory the change feed keeps current,
+    /// while the feed is followed.
+    Decision,
+    /// A grant, which mints a token: from the database.
+    Grant,
+}
+
+/// A lookup in progress; `Err` means storage is unavailable (the text goes
+/// to logs, not clients).
+pub type DirectoryFuture<'a, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// Where the policy looks users and revoked tokens up: the WIT `host`
+/// imports, one method each. Awaited inside a component call, on the
+/// request's task.
 pub trait Directory: Send + Sync + 'static {
-    /// `Err` means storage is unavailable; the text goes to logs, not clients.
-    fn find_user(&self, username: &str) -> Result<Option<UserRecord>, String>;
-    /// Whether an access token was revoked (by its id, `jti`, or with all of
-    /// `subject`'s tokens issued (`iat`) up to a password change), and
-    /// `subject`'s record, found in the same lookup: the policy asks for it
-    /// next, and the host answers that from here rather than asking again.
-    fn check_token(
-        &self,
-        token_id: &str,
-        subject: &str,
+    fn find_user<'a>(
+        &'a self,
+        username: &'a str,
+        lookup: Lookup,
+    ) -> DirectoryFuture<'a, Option<UserRecord>>;
+    /// Whether an access token was revoked: by its id (`jti`), or with all
+    /// of `subject`'s tokens issued (`iat`) up to a password change.
+    fn is_revoked<'a>(
+        &'a self,
+        token_id: &'a str,
+        subject: &'a str,
         issued_at: u64,
-    ) -> Result<(bool, Option<UserRecord>), String>;
+    ) -> DirectoryFuture<'a, bool>;
 }
 
 /// How a key signs.
@@ -109,8 +126,8 @@ pub struct PolicySettings {
 /// How the component is sandboxed and reused.
 #[derive(Clone, Debug)]
 pub struct SandboxLimits {
-    /// Longest a single call into the component may run.
-    pub call_deadline: Duration,
+    /// Longest a call of each kind may run.
+    pub deadlines: CallDeadlines,
     /// Most linear memory one instance may grow to, in bytes.
     pub memory_bytes: usize,
     /// Most idle instances kept ready for reuse.
@@ -125,7 +142,7 @@ impl Default for SandboxLimits {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
-            call_deadline: Duration::from_secs(2),
+            deadlines: CallDeadlines::default(),
             // argon2id with m=19 MiB needs ~20 MiB; leave room for the rest.
             memory_bytes: 64 << 20,
             idle_instances: cores * 4,
@@ -189,6 +206,10 @@ pub enum PolicyFailure {
     /// Every instance slot is taken.
     #[error("all {0} auth component instances are busy")]
     Busy(usize),
+    /// The call ran past its normal cost while other long-running calls
+    /// took the share of the machine they may have.
+    #[error("auth component call {0}")]
+    Overrun(String),
 }
 
 /// One request to a protected route.
@@ -247,7 +268,7 @@ struct Inner {
 
 impl PolicyHandle {
     /// Compiles (or loads from cache) and checks the component named by `config`.
-    pub fn load(
+    pub async fn load(
         config: &PolicyConfig,
         settings: PolicySettings,
         users: Arc<dyn Directory>,
@@ -257,10 +278,11 @@ impl PolicyHandle {
             config.cache_dir.clone(),
         )?);
         let file = runtime::ComponentFile::read(&config.component)?;
-        let first = runtime::PolicyRuntime::load(&sandbox, &file, &settings, Arc::clone(&users))?;
+        let first =
+            runtime::PolicyRuntime::load(&sandbox, file, &settings, Arc::clone(&users)).await?;
         Ok(Self {
             inner: Arc::new(Inner {
-                active: ArcSwap::from_pointee(first),
+                active: ArcSwap::new(first),
                 sandbox,
                 component: config.component.clone(),
                 settings: Mutex::new(settings),
@@ -331,10 +353,7 @@ impl PolicyHandle {
     /// active one serving.
     pub async fn reload(&self) -> Result<ReloadOutcome, LoadError> {
         let _one_at_a_time = self.inner.reloading.lock().await;
-        let inner = Arc::clone(&self.inner);
-        let outcome = tokio::task::spawn_blocking(move || inner.load_candidate())
-            .await
-            .map_err(|e| LoadError::Engine(format!("reload task failed: {e}")))?;
+        let outcome = self.inner.load_candidate().await;
         match &outcome {
             Ok(ReloadOutcome::Swapped) => {
                 self.inner.swaps.fetch_add(1, Ordering::Relaxed);
@@ -355,16 +374,17 @@ impl PolicyHandle {
         outcome
     }
 
-    /// The Bearer check of one request. Microseconds: runs on the caller's thread.
-    pub fn decide_access(
+    /// The Bearer check of one request: microseconds, on the caller's task.
+    pub async fn decide_access(
         &self,
         request: &AccessRequest<'_>,
     ) -> Result<Result<Principal, Denial>, PolicyFailure> {
-        self.inner.active.load().decide_access(request)
+        let runtime = self.inner.active.load_full();
+        runtime.decide_access(request).await
     }
 
     /// The password grant. Argon2 takes tens of milliseconds, so it runs on
-    /// the blocking pool, at most `concurrent_hashes` at once.
+    /// the policy's password threads, at most `concurrent_hashes` at once.
     pub async fn issue_token(
         &self,
         username: String,
@@ -378,46 +398,40 @@ impl PolicyHandle {
             .await
             .map_err(|_| PolicyFailure::Unavailable("shutting down".into()))?;
         let runtime = self.inner.active.load_full();
-        tokio::task::spawn_blocking(move || runtime.issue_token(username, password, scopes))
-            .await
-            .map_err(|e| PolicyFailure::Fault(format!("token task failed: {e}")))?
-    }
-
-    /// The password grant on the calling thread, without the bound on
-    /// concurrent hashes: for blocking contexts and benchmarks.
-    pub fn issue_token_blocking(
-        &self,
-        username: String,
-        password: String,
-        scopes: Option<Vec<String>>,
-    ) -> Result<Result<Grant, GrantRefusal>, PolicyFailure> {
         self.inner
-            .active
-            .load()
-            .issue_token(username, password, scopes)
+            .sandbox
+            .on_grant_threads(async move { runtime.issue_token(username, password, scopes).await })
+            .await
+            .map_err(PolicyFailure::Fault)?
     }
 
     /// The refresh grant (RFC 6749 §6) for `username`, whose refresh token
     /// the host has checked and which was granted `granted`. No password
-    /// work: runs on the caller's thread.
-    pub fn refresh_token(
+    /// work: on the caller's task.
+    pub async fn refresh_token(
         &self,
         username: String,
         granted: Vec<String>,
         scopes: Option<Vec<String>>,
     ) -> Result<Result<Grant, GrantRefusal>, PolicyFailure> {
-        self.inner
-            .active
-            .load()
-            .refresh_token(username, granted, scopes)
+        let runtime = self.inner.active.load_full();
+        runtime.refresh_token(username, granted, scopes).await
     }
 
     /// Hashes a new password with the active policy's own scheme.
     pub async fn hash_password(&self, password: String) -> Result<String, PolicyFailure> {
-        let runtime = self.inner.active.load_full();
-        tokio::task::spawn_blocking(move || runtime.hash_password(password))
+        let _permit = self
+            .inner
+            .hashing
+            .acquire()
             .await
-            .map_err(|e| PolicyFailure::Fault(format!("hash task failed: {e}")))?
+            .map_err(|_| PolicyFailure::Unavailable("shutting down".into()))?;
+        let runtime = self.inner.active.load_full();
+        self.inner
+            .sandbox
+            .on_grant_threads(async move { runtime.hash_password(password).await })
+            .await
+            .map_err(PolicyFailure::Fault)?
     }
 }
 
@@ -426,7 +440,7 @@ impl Inner {
         self.settings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn load_candidate(&self) -> Result<ReloadOutcome, LoadError> {
+    async fn load_candidate(&self) -> Result<ReloadOutcome, LoadError> {
         let file = runtime::ComponentFile::read(&self.component)?;
         let current = self.active.load_full();
         if file.sha256 == current.info().sha256 {
@@ -434,13 +448,14 @@ impl Inner {
         }
         let settings = self.lock_settings().clone();
         let candidate =
-            runtime::PolicyRuntime::load(&self.sandbox, &file, &settings, Arc::clone(&self.users))?;
+            runtime::PolicyRuntime::load(&self.sandbox, file, &settings, Arc::clone(&self.users))
+                .await?;
         let (to, from) = (candidate.info().clone(), current.info());
         {
             // Keys that changed while the candidate loaded go with it.
             let settings = self.lock_settings();
             candidate.set_signing_keys(&settings.signing_keys);
-            self.active.store(Arc::new(candidate));
+            self.active.store(candidate);
         }
         tracing::info!(
             from = %from.name, from_version = %from.version, from_sha256 = %from.sha256,

@@ -58,7 +58,7 @@ pub async fn revoke(State(state): State<AppState>, request: Request) -> Result<R
         route: "/revoke",
         required_scopes: &[],
     };
-    match state.policy.decide_access(&check)? {
+    match state.policy.decide_access(&check).await? {
         Ok(_) => {
             // The policy verified the signature and claims; `jti` and `exp`
             // are read from the payload it accepted.

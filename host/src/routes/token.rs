@@ -195,10 +195,10 @@ async fn refresh_grant(
     };
     let redeemed = refresh.redeem(&token, now).await.inspect_err(reuse)?;
     let started = Instant::now();
-    let outcome =
-        state
-            .policy
-            .refresh_token(redeemed.username.clone(), redeemed.scopes.clone(), scopes);
+    let outcome = state
+        .policy
+        .refresh_token(redeemed.username.clone(), redeemed.scopes.clone(), scopes)
+        .await;
     state
         .metrics
         .record_call(ComponentCall::RefreshToken, started.elapsed());

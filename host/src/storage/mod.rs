@@ -6,11 +6,13 @@
 //! embedded in the binary and run at start. On PostgreSQL the migrator holds
 //! an advisory lock, so replicas starting together apply each migration once.
 
+mod change_feed;
+mod changes;
 mod keys;
 mod refresh_tokens;
 mod revocations;
 mod tasks;
-mod token_cache;
+mod token_status;
 mod users;
 
 use std::time::Duration;
@@ -19,8 +21,11 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
+pub use change_feed::FeedTiming;
+pub use changes::{AuthChange, CHANGES_CHANNEL, LoggedChange};
 pub use keys::StoredKey;
 pub use refresh_tokens::{NewRefreshToken, StoredRefreshToken};
+pub use token_status::UserStatus;
 pub use users::StoredUser;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -82,8 +87,6 @@ pub struct PoolSettings {
     /// may run (PostgreSQL `statement_timeout`; SQLite: wait for a writer).
     /// Past either, the request gets 503.
     pub timeout: Duration,
-    /// How long a Bearer check's lookup may be reused; `None`: never.
-    pub token_status_cache: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -91,7 +94,6 @@ impl Default for PoolSettings {
         Self {
             max_connections: 8,
             timeout: Duration::from_secs(5),
-            token_status_cache: None,
         }
     }
 }
@@ -101,8 +103,10 @@ impl Default for PoolSettings {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
-    /// Bearer-check lookups remembered for a while, if configured.
-    token_cache: Option<std::sync::Arc<token_cache::TokenCache>>,
+    /// What Bearer checks need, in memory while [`Database::follow_changes`]
+    /// keeps it current; writes through this value apply their changes to
+    /// it before they return.
+    status: std::sync::Arc<token_status::TokenStatusMemory>,
 }
 
 impl Database {
@@ -163,14 +167,10 @@ impl Database {
             })
             .connect(&url)
             .await?;
-        let token_cache = settings
-            .token_status_cache
-            .filter(|ttl| !ttl.is_zero())
-            .map(|ttl| std::sync::Arc::new(token_cache::TokenCache::new(ttl)));
         Ok(Self {
             pool,
             backend,
-            token_cache,
+            status: std::sync::Arc::new(token_status::TokenStatusMemory::new()),
         })
     }
 

@@ -1,6 +1,6 @@
 //! Refresh tokens as stored: by digest, in families that share one grant.
 
-use super::{Database, StorageError};
+use super::{AuthChange, Database, StorageError};
 
 /// A refresh token's row, found by its digest.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -119,11 +119,14 @@ impl Database {
         .bind(family)
         .execute(&mut *tx)
         .await?;
+        let changes: Vec<AuthChange> = access
+            .into_iter()
+            .map(|(jti, expires_at)| AuthChange::TokenRevoked { jti, expires_at })
+            .collect();
+        self.log_changes(&mut tx, &changes, now).await?;
         tx.commit().await?;
-        if let Some(cache) = &self.token_cache {
-            for (jti, _) in &access {
-                cache.forget(jti);
-            }
+        for change in &changes {
+            self.status.apply(change);
         }
         Ok(result.rows_affected())
     }

@@ -1,6 +1,6 @@
 //! Access tokens revoked before they expire (RFC 7009), by `jti`.
 
-use super::{Database, StorageError, StoredUser};
+use super::{AuthChange, Database, StorageError, StoredUser, UserStatus};
 
 /// How long past its `exp` a revoked token is remembered: the most clock
 /// skew a verifier allows, so no verifier can still accept it.
@@ -15,47 +15,103 @@ impl Database {
         expires_at: i64,
         now: i64,
     ) -> Result<(), StorageError> {
+        let change = AuthChange::TokenRevoked {
+            jti: jti.to_owned(),
+            expires_at,
+        };
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)
              ON CONFLICT (jti) DO NOTHING",
         )
         .bind(jti)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        if let Some(cache) = &self.token_cache {
-            cache.forget(jti);
-        }
+        self.log_changes(&mut tx, std::slice::from_ref(&change), now)
+            .await?;
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
             .bind(now - KEEP_AFTER_EXPIRY_SECONDS)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        self.prune_changes(&mut tx, now).await?;
+        tx.commit().await?;
+        self.status.apply(&change);
         Ok(())
     }
 
-    /// What [`Database::token_status`] remembers of this token, if the
-    /// cache is on and the entry fresh; answers without waiting on anything.
-    pub fn remembered_token_status(
+    /// The revocations of tokens that expire at or after `from`: what the
+    /// in-memory token status starts from.
+    pub(super) async fn revoked_tokens(
+        &self,
+        from: i64,
+    ) -> Result<Vec<(String, i64)>, StorageError> {
+        Ok(
+            sqlx::query_as("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at >= $1")
+                .bind(from)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The Bearer check's question: whether the token `jti` of `subject`,
+    /// issued at `issued_at` (Unix seconds), was revoked (by itself, or by
+    /// a password change at or after its issue). Answered from memory while
+    /// the change feed keeps it current (a user not in memory costs one
+    /// query, then is remembered), from the database otherwise.
+    pub async fn token_revoked(
         &self,
         jti: &str,
         subject: &str,
         issued_at: i64,
-    ) -> Option<(bool, Option<StoredUser>)> {
-        self.token_cache.as_ref()?.get(jti, subject, issued_at)
+    ) -> Result<bool, StorageError> {
+        if !self.status.is_current() {
+            return Ok(self.token_status(jti, subject, issued_at).await?.0);
+        }
+        if self.status.is_revoked(jti) {
+            return Ok(true);
+        }
+        let user = self.user_status_for_decision(subject).await?;
+        Ok(user.is_some_and(|u| u.tokens_revoked_through >= issued_at))
+    }
+
+    /// `username` for a Bearer check: from memory while it is current.
+    pub async fn user_for_decision(
+        &self,
+        username: &str,
+    ) -> Result<Option<StoredUser>, StorageError> {
+        if !self.status.is_current() {
+            return self.find_user(username).await;
+        }
+        Ok(self
+            .user_status_for_decision(username)
+            .await?
+            .map(|status| status.user))
+    }
+
+    async fn user_status_for_decision(
+        &self,
+        username: &str,
+    ) -> Result<Option<UserStatus>, StorageError> {
+        if let Some(remembered) = self.status.user(username) {
+            return Ok(remembered);
+        }
+        let generation = self.status.generation();
+        let status = self.user_status(username).await?;
+        self.status.remember(username, status.clone(), generation);
+        Ok(status)
     }
 
     /// Whether the token `jti` of `subject`, issued at `issued_at` (Unix
     /// seconds), was revoked (by itself, or by a password change at or after
-    /// its issue), and `subject` as stored: one query for the Bearer check.
+    /// its issue), and `subject` as stored: one query, straight from the
+    /// database.
     pub async fn token_status(
         &self,
         jti: &str,
         subject: &str,
         issued_at: i64,
     ) -> Result<(bool, Option<StoredUser>), StorageError> {
-        if let Some(status) = self.remembered_token_status(jti, subject, issued_at) {
-            return Ok(status);
-        }
         #[derive(sqlx::FromRow)]
         struct Row {
             revocations: i64,
@@ -83,11 +139,7 @@ impl Database {
             }),
             _ => None,
         };
-        let status = (row.revocations > 0 || cut_off, user);
-        if let Some(cache) = &self.token_cache {
-            cache.put(jti, subject, issued_at, &status);
-        }
-        Ok(status)
+        Ok((row.revocations > 0 || cut_off, user))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Users: name, argon2id hash (made by the policy component) and scopes.
 
-use super::{Database, StorageError, now};
+use super::{AuthChange, Database, StorageError, UserStatus, now};
+use crate::keys::unix_now;
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,14 @@ struct UserRow {
     username: String,
     password_hash: String,
     scopes: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserStatusRow {
+    username: String,
+    password_hash: String,
+    scopes: String,
+    tokens_revoked_through: i64,
 }
 
 impl From<UserRow> for StoredUser {
@@ -34,6 +43,8 @@ impl Database {
         password_hash: &str,
         scopes: &[String],
     ) -> Result<(), StorageError> {
+        let change = user_changed(username);
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "INSERT INTO users (username, password_hash, scopes, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -41,15 +52,20 @@ impl Database {
         .bind(password_hash)
         .bind(scopes.join(" "))
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StorageError::UserExists(username.to_owned()))
+                return Err(StorageError::UserExists(username.to_owned()));
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        self.log_changes(&mut tx, std::slice::from_ref(&change), unix_now())
+            .await?;
+        tx.commit().await?;
+        self.status.apply(&change);
+        Ok(())
     }
 
     pub async fn find_user(&self, username: &str) -> Result<Option<StoredUser>, StorageError> {
@@ -60,6 +76,28 @@ impl Database {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(StoredUser::from))
+    }
+
+    /// `username` with their password-change cutoff: what a Bearer check needs.
+    pub(super) async fn user_status(
+        &self,
+        username: &str,
+    ) -> Result<Option<UserStatus>, StorageError> {
+        let row = sqlx::query_as::<_, UserStatusRow>(
+            "SELECT username, password_hash, scopes, tokens_revoked_through
+             FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| UserStatus {
+            user: StoredUser::from(UserRow {
+                username: row.username,
+                password_hash: row.password_hash,
+                scopes: row.scopes,
+            }),
+            tokens_revoked_through: row.tokens_revoked_through,
+        }))
     }
 
     pub async fn list_users(&self) -> Result<Vec<StoredUser>, StorageError> {
@@ -80,6 +118,7 @@ impl Database {
         password_hash: &str,
         now: i64,
     ) -> Result<bool, StorageError> {
+        let change = user_changed(username);
         let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE users SET password_hash = $1, tokens_revoked_through = $2 WHERE username = $3",
@@ -96,26 +135,53 @@ impl Database {
         .bind(username)
         .execute(&mut *tx)
         .await?;
+        self.log_changes(&mut tx, std::slice::from_ref(&change), now)
+            .await?;
         tx.commit().await?;
-        self.forget_tokens_of(username);
+        self.status.apply(&change);
         Ok(result.rows_affected() > 0)
     }
 
-    /// Clears remembered Bearer-check lookups of `username`'s tokens.
-    fn forget_tokens_of(&self, username: &str) {
-        if let Some(cache) = &self.token_cache {
-            cache.forget_subject(username);
-        }
+    /// Replaces a user's scopes; tokens keep only the scopes the user still
+    /// holds. Returns whether the user exists.
+    pub async fn set_scopes(
+        &self,
+        username: &str,
+        scopes: &[String],
+    ) -> Result<bool, StorageError> {
+        let change = user_changed(username);
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query("UPDATE users SET scopes = $1 WHERE username = $2")
+            .bind(scopes.join(" "))
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        self.log_changes(&mut tx, std::slice::from_ref(&change), unix_now())
+            .await?;
+        tx.commit().await?;
+        self.status.apply(&change);
+        Ok(result.rows_affected() > 0)
     }
 
     /// Removes a user and, by cascade, their tasks and refresh tokens. Returns whether one existed.
     pub async fn remove_user(&self, username: &str) -> Result<bool, StorageError> {
+        let change = user_changed(username);
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query("DELETE FROM users WHERE username = $1")
             .bind(username)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        self.forget_tokens_of(username);
+        self.log_changes(&mut tx, std::slice::from_ref(&change), unix_now())
+            .await?;
+        tx.commit().await?;
+        self.status.apply(&change);
         Ok(result.rows_affected() > 0)
+    }
+}
+
+fn user_changed(username: &str) -> AuthChange {
+    AuthChange::UserChanged {
+        username: username.to_owned(),
     }
 }
 

@@ -10,12 +10,14 @@
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 
-use super::StoreState;
+use super::imports::StoreState;
 
 pub(super) mod current {
     wasmtime::component::bindgen!({
         world: "auth-policy",
         path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
     });
 }
 
@@ -23,6 +25,8 @@ mod v0_1 {
     wasmtime::component::bindgen!({
         world: "auth-policy",
         path: "../wit/legacy/0.1",
+        imports: { default: async },
+        exports: { default: async },
     });
 }
 
@@ -67,10 +71,13 @@ impl PolicyPre {
         }
     }
 
-    pub(super) fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<Policy> {
+    pub(super) async fn instantiate(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<Policy> {
         Ok(match self {
-            Self::Current(pre) => Policy::Current(pre.instantiate(store)?),
-            Self::V0_1(pre) => Policy::V0_1(pre.instantiate(store)?),
+            Self::Current(pre) => Policy::Current(pre.instantiate_async(store).await?),
+            Self::V0_1(pre) => Policy::V0_1(pre.instantiate_async(store).await?),
         })
     }
 }
@@ -82,11 +89,14 @@ pub(super) enum Policy {
 }
 
 impl Policy {
-    pub(super) fn info(&self, store: &mut Store<StoreState>) -> wasmtime::Result<wit::PolicyInfo> {
+    pub(super) async fn info(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<wit::PolicyInfo> {
         match self {
-            Self::Current(p) => p.taskflow_auth_policy().call_info(store),
+            Self::Current(p) => p.taskflow_auth_policy().call_info(store).await,
             Self::V0_1(p) => {
-                let info = p.taskflow_auth_policy().call_info(store)?;
+                let info = p.taskflow_auth_policy().call_info(store).await?;
                 Ok(wit::PolicyInfo {
                     name: info.name,
                     version: info.version,
@@ -95,38 +105,53 @@ impl Policy {
         }
     }
 
-    pub(super) fn hash_password(
+    pub(super) async fn hash_password(
         &self,
         store: &mut Store<StoreState>,
         password: &str,
     ) -> wasmtime::Result<Result<String, String>> {
         match self {
-            Self::Current(p) => p.taskflow_auth_policy().call_hash_password(store, password),
-            Self::V0_1(p) => p.taskflow_auth_policy().call_hash_password(store, password),
+            Self::Current(p) => {
+                p.taskflow_auth_policy()
+                    .call_hash_password(store, password)
+                    .await
+            }
+            Self::V0_1(p) => {
+                p.taskflow_auth_policy()
+                    .call_hash_password(store, password)
+                    .await
+            }
         }
     }
 
-    pub(super) fn issue_token(
+    pub(super) async fn issue_token(
         &self,
         store: &mut Store<StoreState>,
         request: &wit::TokenRequest,
     ) -> wasmtime::Result<Result<wit::TokenGrant, wit::TokenError>> {
         match self {
-            Self::Current(p) => p.taskflow_auth_policy().call_issue_token(store, request),
+            Self::Current(p) => {
+                p.taskflow_auth_policy()
+                    .call_issue_token(store, request)
+                    .await
+            }
             Self::V0_1(p) => {
                 let request = old::TokenRequest {
                     username: request.username.clone(),
                     password: request.password.clone(),
                     scopes: request.scopes.clone(),
                 };
-                let outcome = p.taskflow_auth_policy().call_issue_token(store, &request)?;
+                let outcome = p
+                    .taskflow_auth_policy()
+                    .call_issue_token(store, &request)
+                    .await?;
                 Ok(outcome.map(grant).map_err(grant_error))
             }
         }
     }
 
     /// `None`: the component's world has no refresh grant.
-    pub(super) fn refresh_token(
+    pub(super) async fn refresh_token(
         &self,
         store: &mut Store<StoreState>,
         request: &wit::RefreshRequest,
@@ -135,18 +160,23 @@ impl Policy {
             Self::Current(p) => p
                 .taskflow_auth_policy()
                 .call_refresh_token(store, request)
+                .await
                 .map(Some),
             Self::V0_1(_) => Ok(None),
         }
     }
 
-    pub(super) fn decide_access(
+    pub(super) async fn decide_access(
         &self,
         store: &mut Store<StoreState>,
         request: &wit::AccessRequest,
     ) -> wasmtime::Result<Result<wit::Principal, wit::AccessDenial>> {
         match self {
-            Self::Current(p) => p.taskflow_auth_policy().call_decide_access(store, request),
+            Self::Current(p) => {
+                p.taskflow_auth_policy()
+                    .call_decide_access(store, request)
+                    .await
+            }
             Self::V0_1(p) => {
                 let request = old::AccessRequest {
                     authorization: request.authorization.clone(),
@@ -156,7 +186,8 @@ impl Policy {
                 };
                 let decision = p
                     .taskflow_auth_policy()
-                    .call_decide_access(store, &request)?;
+                    .call_decide_access(store, &request)
+                    .await?;
                 Ok(decision
                     .map(|p| wit::Principal {
                         subject: p.subject,
@@ -197,8 +228,8 @@ impl old::Host for StoreState {}
 
 /// The 0.1 imports, answered by the current ones.
 impl v0_1::taskflow::auth::host::Host for StoreState {
-    fn settings(&mut self) -> old::PolicySettings {
-        let settings = current::taskflow::auth::host::Host::settings(self);
+    async fn settings(&mut self) -> old::PolicySettings {
+        let settings = current::taskflow::auth::host::Host::settings(self).await;
         old::PolicySettings {
             signing_keys: settings
                 .signing_keys
@@ -216,8 +247,8 @@ impl v0_1::taskflow::auth::host::Host for StoreState {
         }
     }
 
-    fn find_user(&mut self, username: String) -> Result<Option<old::UserRecord>, String> {
-        let user = current::taskflow::auth::host::Host::find_user(self, username)?;
+    async fn find_user(&mut self, username: String) -> Result<Option<old::UserRecord>, String> {
+        let user = current::taskflow::auth::host::Host::find_user(self, username).await?;
         Ok(user.map(|u| old::UserRecord {
             username: u.username,
             password_hash: u.password_hash,
@@ -225,12 +256,12 @@ impl v0_1::taskflow::auth::host::Host for StoreState {
         }))
     }
 
-    fn is_revoked(
+    async fn is_revoked(
         &mut self,
         token_id: String,
         subject: String,
         issued_at: u64,
     ) -> Result<bool, String> {
-        current::taskflow::auth::host::Host::is_revoked(self, token_id, subject, issued_at)
+        current::taskflow::auth::host::Host::is_revoked(self, token_id, subject, issued_at).await
     }
 }

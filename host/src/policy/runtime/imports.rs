@@ -1,0 +1,108 @@
+//! What an instance's store holds, and the host imports the policy calls:
+//! the WIT `host` interface, one method per import, each awaiting storage
+//! on the calling task (never blocking a thread), and WASI with nothing in
+//! it but clocks, randomness and output that goes to the log.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::budget::CallClock;
+use super::output::GuestOutput;
+use super::worlds::{current, wit};
+use crate::policy::Directory;
+
+/// What the host provides to every instance of one loaded component.
+pub(super) struct HostEnv {
+    /// Swapped whole when the signing keys change.
+    pub(super) settings: ArcSwap<wit::PolicySettings>,
+    pub(super) users: Arc<dyn Directory>,
+    /// Where the component's stdout and stderr go.
+    pub(super) output: GuestOutput,
+}
+
+/// The data of one instance's `Store`.
+pub(super) struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    pub(super) env: Arc<HostEnv>,
+    /// The running call's time and share of the machine.
+    pub(super) clock: CallClock,
+}
+
+impl StoreState {
+    pub(super) fn new(env: Arc<HostEnv>, limits: StoreLimits, clock: CallClock) -> Self {
+        // No preopens, environment, arguments or network: the guest reaches
+        // nothing but the `host` import, clocks, randomness and the log.
+        let wasi = WasiCtx::builder()
+            .stdout(env.output.stream("stdout"))
+            .stderr(env.output.stream("stderr"))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            env,
+            clock,
+        }
+    }
+
+    /// Awaits `lookup` with the time it takes kept off the call's deadline:
+    /// a slow database is the database's fault, not the policy's, and has
+    /// its own timeout.
+    async fn outside_deadline<T>(&mut self, lookup: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = lookup.await;
+        self.clock.add_import_time(started.elapsed());
+        result
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for StoreState {}
+
+impl current::taskflow::auth::host::Host for StoreState {
+    async fn settings(&mut self) -> wit::PolicySettings {
+        wit::PolicySettings::clone(&self.env.settings.load())
+    }
+
+    async fn find_user(&mut self, username: String) -> Result<Option<wit::UserRecord>, String> {
+        let users = Arc::clone(&self.env.users);
+        let lookup = self.clock.kind().lookup();
+        let user = self
+            .outside_deadline(users.find_user(&username, lookup))
+            .await?;
+        Ok(user.map(|u| wit::UserRecord {
+            username: u.username,
+            password_hash: u.password_hash,
+            scopes: u.scopes,
+        }))
+    }
+
+    async fn is_revoked(
+        &mut self,
+        token_id: String,
+        subject: String,
+        issued_at: u64,
+    ) -> Result<bool, String> {
+        let users = Arc::clone(&self.env.users);
+        self.outside_deadline(users.is_revoked(&token_id, &subject, issued_at))
+            .await
+    }
+}

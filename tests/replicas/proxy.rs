@@ -49,9 +49,19 @@ impl Proxy {
         }
     }
 
-    /// Accepts connections again, on the same port.
+    /// Accepts connections again, on the same port (once the aborted
+    /// accept task has let it go).
     pub async fn restore(&self) {
-        let listener = TcpListener::bind(self.address).await.unwrap();
+        let started = std::time::Instant::now();
+        let listener = loop {
+            match TcpListener::bind(self.address).await {
+                Ok(listener) => break listener,
+                Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot listen on {} again: {e}", self.address),
+            }
+        };
         self.serve(listener);
     }
 }

@@ -89,9 +89,24 @@ async fn replicas_share_tokens_tasks_and_users() {
         .unwrap();
     assert_eq!(after["status"], "done");
 
-    // A token revoked through one replica is refused by the other at once.
+    // A token revoked through one replica is refused by the other within
+    // the propagation bound (`token_status.rs` measures it).
     let second = b.token("alice", None).await;
+    assert_eq!(
+        a.call("GET", "/tasks", Some(&second), None).await.status(),
+        200
+    );
     assert_eq!(b.revoke(&second).await.status(), 200);
+    crate::token_status::wait_for_status(
+        &a,
+        "/tasks",
+        &second,
+        401,
+        &[200],
+        crate::token_status::BOUND,
+        "revocation",
+    )
+    .await;
     let body = assert_error(
         a.call("GET", "/tasks", Some(&second), None).await,
         401,
@@ -105,9 +120,20 @@ async fn replicas_share_tokens_tasks_and_users() {
         200
     );
 
-    // A user removed through one replica's CLI is refused by the other at once.
+    // A user removed through one replica's CLI is refused by the other
+    // within the bound.
     let removed = b.cli(&["user", "remove", "alice"], "");
     assert!(removed.status.success());
+    crate::token_status::wait_for_status(
+        &a,
+        "/tasks",
+        &token,
+        401,
+        &[200],
+        crate::token_status::BOUND,
+        "removal",
+    )
+    .await;
     assert_error(
         a.call("GET", "/tasks", Some(&token), None).await,
         401,

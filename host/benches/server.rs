@@ -249,8 +249,20 @@ mod bench {
     }
 
     pub fn run() {
-        let data = tempfile::tempdir().unwrap();
+        // TASKFLOW_BENCH_ONLY=hostile|propagation runs one section alone.
         let cache = tempfile::tempdir().unwrap();
+        match std::env::var("TASKFLOW_BENCH_ONLY").as_deref() {
+            Ok("hostile") => return hostile_neighbours(cache.path()),
+            Ok("propagation") => {
+                let policy = cache.path().join("policy.wasm");
+                std::fs::copy(component("guest_auth"), &policy).unwrap();
+                let postgres = std::env::var("TASKFLOW_TEST_POSTGRES_URL")
+                    .expect("propagation needs TASKFLOW_TEST_POSTGRES_URL");
+                return propagation(&postgres, &policy, cache.path());
+            }
+            _ => {}
+        }
+        let data = tempfile::tempdir().unwrap();
         let policy = data.path().join("policy.wasm");
         std::fs::copy(component("guest_auth"), &policy).unwrap();
 

@@ -336,7 +336,7 @@ impl PolicyHandle {
         let active = self.inner.active.load();
         PolicyStatus {
             active: active.info().clone(),
-            swaps: self.inner.swaps.load(Ordering::Relaxed),
+            swaps: self.inner.swaps.load(Ordering::SeqCst),
             refused: self.inner.refused.load(Ordering::Relaxed),
             last_refusal: self
                 .inner
@@ -355,9 +355,7 @@ impl PolicyHandle {
         let _one_at_a_time = self.inner.reloading.lock().await;
         let outcome = self.inner.load_candidate().await;
         match &outcome {
-            Ok(ReloadOutcome::Swapped) => {
-                self.inner.swaps.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(ReloadOutcome::Swapped) => {}
             Ok(ReloadOutcome::Unchanged) => {
                 tracing::debug!("auth component unchanged; nothing to swap");
             }
@@ -455,6 +453,9 @@ impl Inner {
             // Keys that changed while the candidate loaded go with it.
             let settings = self.lock_settings();
             candidate.set_signing_keys(&settings.signing_keys);
+            // Counted before the swap, so that whoever sees the new
+            // component sees a count that includes it.
+            self.swaps.fetch_add(1, Ordering::SeqCst);
             self.active.store(candidate);
         }
         tracing::info!(

@@ -7,20 +7,29 @@
 //! Time spent awaiting the host's imports (storage) does not count: storage
 //! has its own timeout.
 //!
-//! The engine's epoch advances every [`EPOCH_TICK`], and at each tick a
-//! running call yields to the async runtime, so a call that spins never
-//! holds a worker thread for more than a tick. A call still running past
-//! its kind's normal cost ([`CallKind::normal_cost`]) has overrun: it must
-//! take one of a few *overrun slots* (one per two cores) or be refused at
-//! once, and while it holds one it runs at most every other tick (it sleeps
-//! a tick after each tick it ran). So all overrunning calls together use at
-//! most a quarter of the machine: on 2 cores, measured with 4 clients
-//! sending spinning requests back to back and 2 more sending panics and
-//! memory bombs, valid Bearer traffic kept most of its throughput (see
-//! docs/benchmarks.md), where before one spinning call held a whole worker
-//! for its 2 s deadline and two of them stalled the server.
+//! The engine's epoch advances every [`EPOCH_TICK`] (1 ms). A call that sees
+//! a tick notes its thread's CPU time and runs on; at the next tick it
+//! counts the CPU time it used and parks for a tick, so a call that spins
+//! never holds a worker thread for more than two ticks, and runs at most
+//! every other one. CPU time, not wall time, decides whether a call has
+//! overrun its kind's normal cost ([`CallKind::normal_cost`]: 0.5 ms for a
+//! decision, whose real cost is 7–170 µs): a busy or preempted thread must
+//! not make a normal call look long. A call past its normal cost must take
+//! one of a few *overrun slots* (one per two cores) or be refused at once,
+//! and while it holds one it parks three ticks for each it runs. Together
+//! with the delay of a faulted request's answer (`FAULT_ANSWER_DELAY` in the
+//! runtime), this keeps misbehaving calls to a small share of the machine:
+//! on 2 cores, with 4 clients sending spinning requests back to back and 2
+//! more sending panics and memory bombs, valid Bearer traffic kept 81% of
+//! its throughput with no request failed (docs/benchmarks.md), where before
+//! one spinning call held a whole worker for its 2 s deadline and two of
+//! them stalled the server.
+//!
+//! Deadlines are in time the call ran: since it started, less the time it
+//! awaited imports or was parked at ticks.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -30,7 +39,9 @@ use crate::policy::Lookup;
 
 /// How often the epoch advances: the granularity of deadlines and of
 /// yielding to the async runtime.
-pub(super) const EPOCH_TICK: Duration = Duration::from_millis(5);
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Ticks an overrunning call sleeps after each tick it runs.
+const OVERRUN_SLEEP_TICKS: u32 = 3;
 
 /// What a call does, which decides its deadline and what it may look up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,8 +60,20 @@ impl CallKind {
     /// (with a wide margin for a loaded machine) and needs an overrun slot.
     fn normal_cost(self) -> Duration {
         match self {
-            CallKind::Decision | CallKind::Refresh => Duration::from_millis(10),
+            CallKind::Decision | CallKind::Refresh => Duration::from_micros(500),
             CallKind::Password => Duration::from_millis(250),
+        }
+    }
+
+    /// Most memory an instance for calls of this kind may grow to, under
+    /// the sandbox's cap. Decisions run on reused instances that never do
+    /// password work: a few MiB serve them, and a call that allocates
+    /// without bound stops at 16 MiB, a quarter of the work a 64 MiB bomb
+    /// costs.
+    pub(super) fn memory_cap(self, sandbox_cap: usize) -> usize {
+        match self {
+            CallKind::Decision | CallKind::Refresh => sandbox_cap.min(16 << 20),
+            CallKind::Password => sandbox_cap,
         }
     }
 
@@ -102,6 +125,16 @@ pub(super) struct CallClock {
     kind: CallKind,
     started: Instant,
     in_imports: Duration,
+    /// Nanoseconds the call spent parked at ticks (yielded or sleeping),
+    /// added by the parking future when it resumes.
+    parked: Arc<AtomicU64>,
+    /// The thread's CPU time at the first tick of the current stretch of
+    /// running (since the call started, an import returned or it parked).
+    cpu_mark: Option<Duration>,
+    /// CPU time the call used between ticks: what decides an overrun. Not
+    /// wall time, which grows when the thread is preempted or the machine
+    /// is busy, and would make a normal call look long.
+    cpu_ran: Duration,
     deadline: Duration,
     overrun: Option<OwnedSemaphorePermit>,
     slots: Arc<Semaphore>,
@@ -114,6 +147,9 @@ impl CallClock {
             kind: CallKind::Decision,
             started: Instant::now(),
             in_imports: Duration::ZERO,
+            parked: Arc::new(AtomicU64::new(0)),
+            cpu_mark: None,
+            cpu_ran: Duration::ZERO,
             deadline: Duration::ZERO,
             overrun: None,
             slots,
@@ -126,6 +162,9 @@ impl CallClock {
         self.kind = kind;
         self.started = Instant::now();
         self.in_imports = Duration::ZERO;
+        self.parked.store(0, Ordering::Relaxed);
+        self.cpu_mark = None;
+        self.cpu_ran = Duration::ZERO;
         self.deadline = deadlines.of(kind);
         self.overrun = None;
     }
@@ -139,30 +178,78 @@ impl CallClock {
         self.kind
     }
 
+    /// An import was awaited for `took`: off the deadline, and the end of
+    /// a stretch of running (the call may resume on another thread).
     pub(super) fn add_import_time(&mut self, took: Duration) {
         self.in_imports += took;
+        self.cpu_mark = None;
     }
 
-    /// What the running call does at an epoch tick: trap past its deadline,
-    /// be refused if it overran with no slot free, otherwise yield (and,
-    /// overrunning, sleep a tick).
+    /// How long the call has run: since it started, less the time it
+    /// awaited imports or was parked at a tick.
+    fn ran(&self) -> Duration {
+        let parked = Duration::from_nanos(self.parked.load(Ordering::Relaxed));
+        self.started
+            .elapsed()
+            .saturating_sub(self.in_imports)
+            .saturating_sub(parked)
+    }
+
+    /// What the running call does at an epoch tick: trap past its deadline;
+    /// at the first tick of a stretch of running, note the thread's CPU
+    /// time and go on; at the next, count the CPU time used, take an
+    /// overrun slot past the normal cost (or be refused), and park: a tick,
+    /// or [`OVERRUN_SLEEP_TICKS`] holding a slot.
     pub(super) fn on_tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
-        let ran = self.started.elapsed().saturating_sub(self.in_imports);
-        if ran >= self.deadline {
+        if self.ran() >= self.deadline {
             return Ok(UpdateDeadline::Interrupt);
         }
-        if ran >= self.kind.normal_cost() && self.overrun.is_none() {
+        let now = thread_cpu_time();
+        match self.cpu_mark.replace(now) {
+            None => return Ok(UpdateDeadline::Continue(1)),
+            Some(mark) => self.cpu_ran += now.saturating_sub(mark),
+        }
+        if self.cpu_ran >= self.kind.normal_cost() && self.overrun.is_none() {
             match Arc::clone(&self.slots).try_acquire_owned() {
                 Ok(slot) => self.overrun = Some(slot),
                 Err(_) => return Err(wasmtime::Error::new(Overrun(self.slot_count))),
             }
         }
-        Ok(if self.overrun.is_some() {
-            UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(EPOCH_TICK)))
+        self.cpu_mark = None;
+        let ticks = if self.overrun.is_some() {
+            OVERRUN_SLEEP_TICKS
         } else {
-            UpdateDeadline::Yield(1)
-        })
+            1
+        };
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(park(Arc::clone(&self.parked), EPOCH_TICK * ticks)),
+        ))
     }
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill in.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Sleeps `time`, then adds how long it was away to `parked`.
+async fn park(parked: Arc<AtomicU64>, time: Duration) {
+    let started = Instant::now();
+    tokio::time::sleep(time).await;
+    let away = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    parked.fetch_add(away, Ordering::Relaxed);
 }
 
 /// Overrun slots for a machine of `cores`: one per two cores, at least one.
@@ -178,11 +265,25 @@ mod tests {
         CallClock::new(Arc::new(Semaphore::new(slots)), slots)
     }
 
+    /// As if the call had used a lot of CPU since its stretch's first tick.
+    fn spun(clock: &mut CallClock) {
+        clock.cpu_ran = Duration::from_millis(5);
+        clock.cpu_mark = Some(thread_cpu_time());
+    }
+
     #[tokio::test]
     async fn a_call_within_its_normal_cost_only_yields() {
-        let mut clock = clock(1);
+        let mut clock = clock(0);
         clock.start(CallKind::Decision, &CallDeadlines::default());
-        assert!(matches!(clock.on_tick().unwrap(), UpdateDeadline::Yield(1)));
+        assert!(matches!(
+            clock.on_tick().unwrap(),
+            UpdateDeadline::Continue(1)
+        ));
+        assert!(matches!(
+            clock.on_tick().unwrap(),
+            UpdateDeadline::YieldCustom(1, _)
+        ));
+        assert!(clock.overrun.is_none());
     }
 
     #[tokio::test]
@@ -208,8 +309,26 @@ mod tests {
         };
         clock.start(CallKind::Decision, &deadlines);
         clock.started -= Duration::from_millis(40);
-        clock.add_import_time(Duration::from_millis(35));
-        assert!(matches!(clock.on_tick().unwrap(), UpdateDeadline::Yield(1)));
+        clock.add_import_time(Duration::from_micros(39_800));
+        assert!(matches!(
+            clock.on_tick().unwrap(),
+            UpdateDeadline::Continue(1)
+        ));
+    }
+
+    #[tokio::test]
+    async fn time_parked_at_ticks_does_not_count() {
+        let mut clock = clock(1);
+        clock.start(CallKind::Decision, &CallDeadlines::default());
+        clock.started -= Duration::from_millis(60);
+        clock.parked.store(
+            Duration::from_micros(59_800).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        assert!(matches!(
+            clock.on_tick().unwrap(),
+            UpdateDeadline::Continue(1)
+        ));
     }
 
     #[tokio::test]
@@ -220,20 +339,29 @@ mod tests {
         let mut second = CallClock::new(Arc::clone(&slots), 1);
         for clock in [&mut first, &mut second] {
             clock.start(CallKind::Decision, &deadlines);
-            clock.started -= Duration::from_millis(20);
+            spun(clock);
         }
         assert!(matches!(
             first.on_tick().unwrap(),
             UpdateDeadline::YieldCustom(1, _)
         ));
+        assert!(first.overrun.is_some());
         let refused = second.on_tick().err().expect("no slot was free");
         assert!(refused.downcast_ref::<Overrun>().is_some());
         first.finish();
         second.start(CallKind::Decision, &deadlines);
-        second.started -= Duration::from_millis(20);
-        assert!(matches!(
-            second.on_tick().unwrap(),
-            UpdateDeadline::YieldCustom(1, _)
-        ));
+        spun(&mut second);
+        assert!(second.on_tick().is_ok());
+        assert!(second.overrun.is_some());
+    }
+
+    #[test]
+    fn the_threads_cpu_time_advances_with_work() {
+        let before = thread_cpu_time();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        assert!(thread_cpu_time() > before, "{x}");
     }
 }

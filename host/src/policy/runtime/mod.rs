@@ -249,10 +249,13 @@ impl PolicyRuntime {
                 .map(|s| s.to_string())
                 .collect(),
         };
-        let mut lease = self.lease(CallKind::Decision, Instances::Pooled).await?;
-        let (policy, store) = lease.parts();
-        let outcome = guarded(policy.decide_access(store, &request)).await;
-        convert::access_decision(lease.finish(outcome)?)
+        let decided = async {
+            let mut lease = self.lease(CallKind::Decision, Instances::Pooled).await?;
+            let (policy, store) = lease.parts();
+            let outcome = guarded(policy.decide_access(store, &request)).await;
+            lease.finish(outcome)
+        };
+        convert::access_decision(slow_down_failures(decided.await).await?)
     }
 
     /// The password grant: argon2, so on a fresh instance (its 19 MiB
@@ -286,10 +289,13 @@ impl PolicyRuntime {
             granted_scopes,
             scopes,
         };
-        let mut lease = self.lease(CallKind::Refresh, Instances::Pooled).await?;
-        let (policy, store) = lease.parts();
-        let outcome = guarded(policy.refresh_token(store, &request)).await;
-        match lease.finish(outcome)? {
+        let refreshed = async {
+            let mut lease = self.lease(CallKind::Refresh, Instances::Pooled).await?;
+            let (policy, store) = lease.parts();
+            let outcome = guarded(policy.refresh_token(store, &request)).await;
+            lease.finish(outcome)
+        };
+        match slow_down_failures(refreshed.await).await? {
             Some(outcome) => convert::grant_outcome(outcome),
             None => Ok(Err(GrantRefusal::UnsupportedGrant)),
         }
@@ -353,7 +359,7 @@ impl PolicyRuntime {
         kind: CallKind,
     ) -> Result<ReadyInstance, PolicyFailure> {
         let limits = StoreLimitsBuilder::new()
-            .memory_size(self.sandbox.limits.memory_bytes)
+            .memory_size(kind.memory_cap(self.sandbox.limits.memory_bytes))
             .instances(32)
             .trap_on_grow_failure(true)
             .build();
@@ -434,6 +440,25 @@ impl Lease<'_> {
             }
         }
     }
+}
+
+/// How long a request whose decision faulted (trapped, ran out of time or
+/// memory, or was refused for running long) waits for its 503. It costs
+/// the server nothing (the request's task sleeps) and keeps a client that
+/// sends such requests back to back from keeping the sandbox busy: measured
+/// on 2 cores with 4 clients spinning and 2 panicking or exhausting memory,
+/// it is what keeps valid traffic above half its throughput (see
+/// docs/benchmarks.md, hostile neighbours).
+const FAULT_ANSWER_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
+async fn slow_down_failures<R>(outcome: Result<R, PolicyFailure>) -> Result<R, PolicyFailure> {
+    if matches!(
+        outcome,
+        Err(PolicyFailure::Fault(_) | PolicyFailure::Overrun(_))
+    ) {
+        tokio::time::sleep(FAULT_ANSWER_DELAY).await;
+    }
+    outcome
 }
 
 /// Runs a call into the component, turning a panic in a host function

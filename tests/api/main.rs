@@ -17,4 +17,5 @@ mod revoke;
 mod sandbox;
 mod swap;
 mod tasks;
+mod throttle;
 mod token;

@@ -136,11 +136,16 @@ async fn password_grant(
         .remove("password")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `password`"))?;
 
-    // Past the limit the password is not even checked.
-    if let Err(wait) = state.logins.check(&username, client.ip(), Instant::now()) {
-        state.metrics.record_login_refusal();
-        return Err(ApiError::TooManyAttempts(wait.as_secs_f64().ceil() as u64));
-    }
+    // Past the limit the password is not even checked. Below it, this
+    // attempt takes its place under the limit before the check, so that
+    // guesses arriving together are counted together.
+    let reservation = match state.logins.reserve(&username, client.ip(), Instant::now()) {
+        Ok(reservation) => reservation,
+        Err(wait) => {
+            state.metrics.record_login_refusal();
+            return Err(ApiError::TooManyAttempts(wait.as_secs_f64().ceil() as u64));
+        }
+    };
     let started = Instant::now();
     let outcome = state
         .policy
@@ -149,16 +154,22 @@ async fn password_grant(
     state
         .metrics
         .record_call(ComponentCall::IssueToken, started.elapsed());
-    let outcome = outcome?;
-    match &outcome {
-        Err(GrantRefusal::InvalidGrant) => {
-            state
-                .logins
-                .record_failure(&username, client.ip(), Instant::now());
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        // No answer: whether the password was checked is unknown, and an
+        // overloaded or failing policy must not lock users out.
+        Err(failure) => {
+            reservation.not_checked();
+            return Err(failure.into());
         }
-        Err(GrantRefusal::InvalidRequest(_) | GrantRefusal::UnsupportedGrant) => {}
+    };
+    match &outcome {
+        Err(GrantRefusal::InvalidGrant) => reservation.failed(),
+        Err(GrantRefusal::InvalidRequest(_) | GrantRefusal::UnsupportedGrant) => {
+            reservation.not_checked();
+        }
         // The password was right, even if a scope was not.
-        Ok(_) | Err(GrantRefusal::InvalidScope(_)) => state.logins.record_success(&username),
+        Ok(_) | Err(GrantRefusal::InvalidScope(_)) => reservation.succeeded(),
     }
     let grant =
         outcome.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod contention;
 mod docs;
 mod hostile_tokens;
 mod interop;

@@ -67,7 +67,7 @@ impl Database {
         used: &str,
         next: &NewRefreshToken<'_>,
     ) -> Result<bool, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let marked = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1
              WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL
@@ -93,7 +93,7 @@ impl Database {
     /// issued with one of them that has not expired (RFC 7009 §2.1: the
     /// whole grant goes). The number of refresh tokens newly revoked.
     pub async fn revoke_refresh_family(&self, family: &str, now: i64) -> Result<u64, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let access: Vec<(String, i64)> = sqlx::query_as(
             "SELECT access_jti, access_expires_at FROM refresh_tokens
              WHERE family = $1 AND access_jti IS NOT NULL AND access_expires_at >= $2",
@@ -230,6 +230,36 @@ mod tests {
         // j1 expired already; j2 is revoked until it expires.
         assert!(!db.token_status("j1", "alice", 10).await.unwrap().0);
         assert!(db.token_status("j2", "alice", 20).await.unwrap().0);
+    }
+
+    /// Each revocation reads the family before it writes; racing ones wait
+    /// for each other instead of failing with "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn simultaneous_family_revocations_all_succeed() {
+        let (db, _dir) = test_database().await;
+        db.add_user("alice", "h", &["tasks:read".into()])
+            .await
+            .unwrap();
+        let families: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+        for (i, family) in families.iter().enumerate() {
+            let hash = format!("t{i}");
+            let jti = format!("j{i}");
+            db.add_refresh_token(&NewRefreshToken {
+                family,
+                access_token: Some((&jti, 1_000)),
+                ..token(&hash, 10)
+            })
+            .await
+            .unwrap();
+        }
+        let revocations = families.iter().map(|family| {
+            let db = db.clone();
+            let family = family.clone();
+            tokio::spawn(async move { db.revoke_refresh_family(&family, 20).await })
+        });
+        for revocation in revocations.collect::<Vec<_>>() {
+            assert_eq!(revocation.await.unwrap().unwrap(), 1);
+        }
     }
 
     #[tokio::test]

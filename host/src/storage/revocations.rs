@@ -19,7 +19,7 @@ impl Database {
             jti: jti.to_owned(),
             expires_at,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)
              ON CONFLICT (jti) DO NOTHING",

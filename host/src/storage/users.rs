@@ -44,7 +44,7 @@ impl Database {
         scopes: &[String],
     ) -> Result<(), StorageError> {
         let change = user_changed(username);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query(
             "INSERT INTO users (username, password_hash, scopes, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -119,7 +119,7 @@ impl Database {
         now: i64,
     ) -> Result<bool, StorageError> {
         let change = user_changed(username);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query(
             "UPDATE users SET password_hash = $1, tokens_revoked_through = $2 WHERE username = $3",
         )
@@ -150,7 +150,7 @@ impl Database {
         scopes: &[String],
     ) -> Result<bool, StorageError> {
         let change = user_changed(username);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query("UPDATE users SET scopes = $1 WHERE username = $2")
             .bind(scopes.join(" "))
             .bind(username)
@@ -166,7 +166,7 @@ impl Database {
     /// Removes a user and, by cascade, their tasks and refresh tokens. Returns whether one existed.
     pub async fn remove_user(&self, username: &str) -> Result<bool, StorageError> {
         let change = user_changed(username);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query("DELETE FROM users WHERE username = $1")
             .bind(username)
             .execute(&mut *tx)

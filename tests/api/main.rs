@@ -5,6 +5,7 @@
 mod harness;
 
 mod contention;
+mod credentials;
 mod docs;
 mod hostile_tokens;
 mod interop;

@@ -146,45 +146,78 @@ async fn password_grant(
             return Err(ApiError::TooManyAttempts(wait.as_secs_f64().ceil() as u64));
         }
     };
-    let started = Instant::now();
-    let outcome = state
-        .policy
-        .issue_token(username.clone(), password, scopes)
-        .await;
-    state
-        .metrics
-        .record_call(ComponentCall::IssueToken, started.elapsed());
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        // No answer: whether the password was checked is unknown, and an
-        // overloaded or failing policy must not lock users out.
-        Err(failure) => {
-            reservation.not_checked();
-            return Err(failure.into());
-        }
-    };
+    let outcome = decide_password_grant(state, &username, password, scopes).await;
     match &outcome {
-        Err(GrantRefusal::InvalidGrant) => reservation.failed(),
-        Err(GrantRefusal::InvalidRequest(_) | GrantRefusal::UnsupportedGrant) => {
+        // No answer: whether the password was checked is unknown, and an
+        // overloaded or failing policy or database must not lock users out.
+        Err(_) => reservation.not_checked(),
+        Ok(Err(GrantRefusal::InvalidGrant)) => reservation.failed(),
+        Ok(Err(GrantRefusal::InvalidRequest(_) | GrantRefusal::UnsupportedGrant)) => {
             reservation.not_checked();
         }
         // The password was right, even if a scope was not.
-        Ok(_) | Err(GrantRefusal::InvalidScope(_)) => reservation.succeeded(),
+        Ok(Ok(_) | Err(GrantRefusal::InvalidScope(_))) => reservation.succeeded(),
     }
-    let grant =
-        outcome.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;
-    let refresh_token = match &state.refresh {
-        Some(refresh) if state.policy.supports_refresh() => {
-            let now = unix_now();
-            Some(
-                refresh
-                    .start(&username, &grant.scopes, &grant.access_token, now)
-                    .await?,
-            )
-        }
-        _ => None,
-    };
+    let (grant, refresh_token) =
+        outcome?.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;
     Ok(token_response(grant, refresh_token))
+}
+
+/// How many times a password grant is decided when the user's credentials
+/// keep changing while it is, before the login fails with 503.
+const GRANT_ATTEMPTS: usize = 3;
+
+/// Decides a password grant and, if the policy grants it, the first refresh
+/// token of its family. The tokens are handed out only if the user's
+/// credentials are still those read before the policy checked the password
+/// ([`crate::storage::Database::confirm_grant`]), so that a password change
+/// (or a removal) committed meanwhile leaves nothing issued on the old
+/// password; if they changed, the grant is decided again on the new ones.
+async fn decide_password_grant(
+    state: &AppState,
+    username: &str,
+    password: String,
+    scopes: Option<Vec<String>>,
+) -> Result<Result<(Grant, Option<String>), GrantRefusal>, ApiError> {
+    for _ in 0..GRANT_ATTEMPTS {
+        let seen = state.db.credentials(username).await?;
+        let started = Instant::now();
+        let outcome = state
+            .policy
+            .issue_token(username.to_owned(), password.clone(), scopes.clone())
+            .await;
+        state
+            .metrics
+            .record_call(ComponentCall::IssueToken, started.elapsed());
+        let grant = match outcome? {
+            Ok(grant) => grant,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let confirmed = match &state.refresh {
+            Some(refresh) if state.policy.supports_refresh() => refresh
+                .start(
+                    username,
+                    &grant.scopes,
+                    &grant.access_token,
+                    seen.as_ref(),
+                    unix_now(),
+                )
+                .await?
+                .map(Some),
+            _ => state
+                .db
+                .confirm_grant(username, seen.as_ref(), None)
+                .await?
+                .then_some(None),
+        };
+        if let Some(refresh_token) = confirmed {
+            return Ok(Ok((grant, refresh_token)));
+        }
+        tracing::info!("a user's credentials changed during their login; deciding it again");
+    }
+    Err(ApiError::Unavailable(format!(
+        "a user's credentials changed during each of {GRANT_ATTEMPTS} decisions of a login"
+    )))
 }
 
 /// RFC 6749 §6: a refresh token for a new access token and the refresh

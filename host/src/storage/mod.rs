@@ -8,6 +8,7 @@
 
 mod change_feed;
 mod changes;
+mod grants;
 mod keys;
 mod refresh_tokens;
 mod revocations;
@@ -23,8 +24,9 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use change_feed::FeedTiming;
 pub use changes::{AuthChange, CHANGES_CHANNEL, LoggedChange};
+pub use grants::Credentials;
 pub use keys::StoredKey;
-pub use refresh_tokens::{NewRefreshToken, StoredRefreshToken};
+pub use refresh_tokens::{NewRefreshToken, Rotation, StoredRefreshToken};
 pub use token_status::UserStatus;
 pub use users::StoredUser;
 

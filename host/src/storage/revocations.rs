@@ -173,14 +173,14 @@ mod tests {
             db.token_status("j", "nobody", 100).await.unwrap(),
             (false, None)
         );
-        assert!(db.set_password("alice", "h2", 150).await.unwrap());
+        let cutoff = db.set_password("alice", "h2").await.unwrap().unwrap();
         assert!(db.token_status("j", "alice", 100).await.unwrap().0);
-        assert!(db.token_status("j", "alice", 150).await.unwrap().0);
-        assert!(!db.token_status("j", "alice", 151).await.unwrap().0);
+        assert!(db.token_status("j", "alice", cutoff).await.unwrap().0);
+        assert!(!db.token_status("j", "alice", cutoff + 1).await.unwrap().0);
         assert_eq!(
             db.find_user("alice").await.unwrap().unwrap().password_hash,
             "h2"
         );
-        assert!(!db.set_password("nobody", "h", 150).await.unwrap());
+        assert_eq!(db.set_password("nobody", "h").await.unwrap(), None);
     }
 }

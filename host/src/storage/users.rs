@@ -1,5 +1,6 @@
 //! Users: name, argon2id hash (made by the policy component) and scopes.
 
+use super::grants::RowLock;
 use super::{AuthChange, Database, StorageError, UserStatus, now};
 use crate::keys::unix_now;
 
@@ -110,17 +111,30 @@ impl Database {
     }
 
     /// Sets a new password hash and revokes every token issued to the user
-    /// up to `now` (Unix seconds): access tokens by their `iat`, refresh
-    /// tokens outright. Returns whether the user exists.
+    /// up to now: access tokens issued (`iat`) up to this Unix second,
+    /// refresh tokens outright. Returns that second (the cutoff), or `None`
+    /// if there is no such user.
+    ///
+    /// The clock is read only once the user's row is held: a grant that
+    /// confirmed the old password before then issued its token before then
+    /// (see [`super::grants`]), so the cutoff covers it.
     pub async fn set_password(
         &self,
         username: &str,
         password_hash: &str,
-        now: i64,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<i64>, StorageError> {
         let change = user_changed(username);
         let mut tx = self.begin_write().await?;
-        let result = sqlx::query(
+        if self
+            .lock_user(&mut tx, username, RowLock::Update)
+            .await?
+            .is_none()
+        {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let now = unix_now();
+        sqlx::query(
             "UPDATE users SET password_hash = $1, tokens_revoked_through = $2 WHERE username = $3",
         )
         .bind(password_hash)
@@ -139,7 +153,7 @@ impl Database {
             .await?;
         tx.commit().await?;
         self.status.apply(&change);
-        Ok(result.rows_affected() > 0)
+        Ok(Some(now))
     }
 
     /// Replaces a user's scopes; tokens keep only the scopes the user still

@@ -1,0 +1,128 @@
+//! Tokens against credential changes: a password change leaves nothing
+//! issued on the old password.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Options, PASSWORD, TestServer, urlencode};
+use crate::revoke::refused_within_bound;
+
+/// Failed logins do not get in the way of these tests.
+fn unthrottled() -> Options {
+    Options {
+        extra_env: vec![
+            (
+                "TASKFLOW_LOGIN_MAX_FAILURES_PER_USER".into(),
+                "100000".into(),
+            ),
+            (
+                "TASKFLOW_LOGIN_MAX_FAILURES_PER_ADDRESS".into(),
+                "100000".into(),
+            ),
+        ],
+        ..Options::default()
+    }
+}
+
+/// A password grant: the answer's status, and its access and refresh
+/// tokens when it is 200.
+async fn login(server: &TestServer, user: &str, password: &str) -> (u16, Option<(String, String)>) {
+    let response = server
+        .token_request(&format!(
+            "grant_type=password&username={user}&password={}",
+            urlencode(password)
+        ))
+        .await;
+    let status = response.status().as_u16();
+    if status != 200 {
+        return (status, None);
+    }
+    let body: Value = response.json().await.unwrap();
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    (status, Some((access, refresh)))
+}
+
+async fn refresh_status(server: &TestServer, token: &str) -> u16 {
+    server
+        .token_request(&format!(
+            "grant_type=refresh_token&refresh_token={}",
+            urlencode(token)
+        ))
+        .await
+        .status()
+        .as_u16()
+}
+
+fn cli_ok(server: &TestServer, args: &[&str], stdin: &str) {
+    let out = server.cli(args, stdin);
+    assert!(
+        out.status.success(),
+        "taskflow {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Logins with the old password run back to back, several at once, while
+/// `taskflow user passwd` changes it, so that some are in flight when the
+/// change commits. Whatever any of them got, before or after the change,
+/// is dead once it has arrived: every refresh token is refused, and every
+/// access token too. Three rounds, each a new change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_racing_a_password_change_leave_nothing_behind() {
+    let server = Arc::new(TestServer::start_with(unthrottled()).await);
+    server.add_user("alice", "tasks:read");
+    let mut old = PASSWORD.to_owned();
+    for round in 0..3 {
+        let new = format!("new passphrase, round {round}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (server, stop, old) = (Arc::clone(&server), Arc::clone(&stop), old.clone());
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while !stop.load(Ordering::Acquire) {
+                        let (status, tokens) = login(&server, "alice", &old).await;
+                        assert!(
+                            status == 200 || status == 400,
+                            "a login with the old password answered {status}"
+                        );
+                        got.extend(tokens);
+                    }
+                    got
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let change = {
+            let (server, new) = (Arc::clone(&server), new.clone());
+            tokio::task::spawn_blocking(move || {
+                cli_ok(&server, &["user", "passwd", "alice"], &format!("{new}\n"));
+            })
+        };
+        change.await.unwrap();
+        // Logins that began before the change may still be finishing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Release);
+        let mut issued = Vec::new();
+        for worker in workers {
+            issued.extend(worker.await.unwrap());
+        }
+        assert!(!issued.is_empty(), "round {round}: no login got through");
+        for (i, (access, refresh)) in issued.iter().enumerate() {
+            assert_eq!(
+                refresh_status(&server, refresh).await,
+                400,
+                "round {round}: refresh token {i} of {} outlived the change",
+                issued.len()
+            );
+            refused_within_bound(&server, access, "an access token from the old password").await;
+        }
+        let (status, _) = login(&server, "alice", &new).await;
+        assert_eq!(status, 200, "round {round}: the new password");
+        old = new;
+    }
+}

@@ -1,14 +1,14 @@
 //! Tokens against credential changes: a password change leaves nothing
-//! issued on the old password.
+//! issued on the old password, and a token issued after a change works.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::harness::{Options, PASSWORD, TestServer, urlencode};
-use crate::revoke::refused_within_bound;
+use crate::revoke::{PROPAGATION_BOUND, refused_within_bound};
 
 /// Failed logins do not get in the way of these tests.
 fn unthrottled() -> Options {
@@ -64,6 +64,21 @@ fn cli_ok(server: &TestServer, args: &[&str], stdin: &str) {
         "taskflow {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Asserts that `token` is accepted by every check for the whole time a
+/// change made elsewhere may take to arrive: a change that was going to
+/// refuse it would have done so within that bound.
+async fn accepted_throughout(server: &TestServer, token: &str, what: &str) {
+    let started = Instant::now();
+    while started.elapsed() < PROPAGATION_BOUND {
+        let status = server
+            .call("GET", "/users/me", Some(token), None)
+            .await
+            .status();
+        assert_eq!(status, 200, "{what}: refused after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Logins with the old password run back to back, several at once, while
@@ -124,5 +139,27 @@ async fn logins_racing_a_password_change_leave_nothing_behind() {
         let (status, _) = login(&server, "alice", &new).await;
         assert_eq!(status, 200, "round {round}: the new password");
         old = new;
+    }
+}
+
+/// A login right after `taskflow user passwd`, most often in the same
+/// second, gets a token that works, and keeps working once the change has
+/// reached every check. Five rounds, each a new change.
+#[tokio::test]
+async fn a_token_issued_right_after_a_password_change_works() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "tasks:read");
+    for round in 0..5 {
+        let new = format!("passphrase number {round}");
+        cli_ok(&server, &["user", "passwd", "alice"], &format!("{new}\n"));
+        let (status, tokens) = login(&server, "alice", &new).await;
+        assert_eq!(status, 200, "round {round}");
+        let (access, refresh) = tokens.unwrap();
+        accepted_throughout(&server, &access, &format!("round {round}")).await;
+        assert_eq!(
+            refresh_status(&server, &refresh).await,
+            200,
+            "round {round}"
+        );
     }
 }

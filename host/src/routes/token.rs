@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
@@ -181,6 +181,9 @@ async fn decide_password_grant(
 ) -> Result<Result<(Grant, Option<String>), GrantRefusal>, ApiError> {
     for _ in 0..GRANT_ATTEMPTS {
         let seen = state.db.credentials(username).await?;
+        if let Some(seen) = &seen {
+            past_cutoff(seen.tokens_revoked_through).await?;
+        }
         let started = Instant::now();
         let outcome = state
             .policy
@@ -238,6 +241,9 @@ async fn refresh_grant(
         }
     };
     let redeemed = refresh.redeem(&token, now).await.inspect_err(reuse)?;
+    if let Some(seen) = state.db.credentials(&redeemed.username).await? {
+        past_cutoff(seen.tokens_revoked_through).await?;
+    }
     let started = Instant::now();
     let outcome = state
         .policy
@@ -250,10 +256,46 @@ async fn refresh_grant(
         .map_err(|refusal| refused(refusal, "the refresh token's user may no longer sign in"))?;
     // Only now is the token used up: a failure above leaves it usable.
     let next = refresh
-        .rotate(&redeemed, &grant.access_token, now)
+        .rotate(&redeemed, &grant.access_token, unix_now())
         .await
         .inspect_err(reuse)?;
     Ok(token_response(grant, Some(next)))
+}
+
+/// Longest a grant waits for its user's cutoff second to pass.
+const CUTOFF_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until this server's clock is past `cutoff`, a user's token cutoff
+/// (Unix seconds). Tokens carry their issue time in whole seconds, and
+/// those issued in the cutoff's second are refused with the ones before
+/// the change that set it; so a grant in that same second, after the
+/// change (a login right after `user passwd`), waits for the next second
+/// rather than get a token that is refused at once. The policy reads the
+/// same clock when its call begins. A cutoff further ahead than
+/// [`CUTOFF_WAIT`] means clocks disagree: 503.
+async fn past_cutoff(cutoff: i64) -> Result<(), ApiError> {
+    let deadline = Instant::now() + CUTOFF_WAIT;
+    loop {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        if second > cutoff {
+            return Ok(());
+        }
+        let seconds_left =
+            u64::try_from(cutoff.saturating_sub(second).saturating_add(1)).unwrap_or(u64::MAX);
+        let wait = Duration::from_secs(seconds_left)
+            .saturating_sub(Duration::from_nanos(now.subsec_nanos().into()))
+            .saturating_add(Duration::from_millis(1));
+        if wait > deadline.saturating_duration_since(Instant::now()) {
+            return Err(ApiError::Unavailable(
+                "a user's token cutoff is ahead of this server's clock; are the clocks in sync?"
+                    .into(),
+            ));
+        }
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// The answer to a refused grant (RFC 6749 §5.2).
@@ -322,6 +364,24 @@ pub(super) async fn read_form(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_grant_waits_out_its_users_cutoff_second_only() {
+        let started = Instant::now();
+        past_cutoff(unix_now() - 1).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(10));
+        let cutoff = unix_now();
+        past_cutoff(cutoff).await.unwrap();
+        assert!(unix_now() > cutoff);
+        assert!(started.elapsed() <= Duration::from_millis(1500));
+        // Far ahead of this clock: refused at once, not waited for.
+        let started = Instant::now();
+        assert!(matches!(
+            past_cutoff(unix_now() + 10).await,
+            Err(ApiError::Unavailable(_))
+        ));
+        assert!(started.elapsed() < Duration::from_millis(10));
+    }
 
     #[test]
     fn form_content_type_with_charset() {

@@ -1,5 +1,6 @@
 //! Tokens against credential changes: a password change leaves nothing
-//! issued on the old password, and a token issued after a change works.
+//! issued on the old password, a token issued after a change works, and a
+//! removed account's tokens stay refused when its name is added again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +78,24 @@ async fn accepted_throughout(server: &TestServer, token: &str, what: &str) {
             .await
             .status();
         assert_eq!(status, 200, "{what}: refused after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that `token` is refused by every check for the propagation bound.
+async fn refused_throughout(server: &TestServer, token: &str, what: &str) {
+    let started = Instant::now();
+    while started.elapsed() < PROPAGATION_BOUND {
+        let status = server
+            .call("GET", "/users/me", Some(token), None)
+            .await
+            .status();
+        assert_eq!(
+            status,
+            401,
+            "{what}: answered after {:?}",
+            started.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -162,4 +181,77 @@ async fn a_token_issued_right_after_a_password_change_works() {
             "round {round}"
         );
     }
+}
+
+/// A removed user's token is refused, and stays refused when the name is
+/// added again: it was the old account's, not the new one's. The new
+/// account's own token, issued at once, works; the old account's tasks are
+/// gone with it and the new account sees none of them.
+#[tokio::test]
+async fn a_removed_users_tokens_do_not_come_back_with_the_name() {
+    let server = TestServer::start().await;
+    server.add_user("victim", "tasks:read tasks:write");
+    let (_, tokens) = login(&server, "victim", PASSWORD).await;
+    let (old, old_refresh) = tokens.unwrap();
+    let created = server
+        .call(
+            "POST",
+            "/tasks",
+            Some(&old),
+            Some(serde_json::json!({"title": "the old account's"})),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+
+    cli_ok(&server, &["user", "remove", "victim"], "");
+    refused_within_bound(&server, &old, "the removed user's token").await;
+    cli_ok(
+        &server,
+        &[
+            "user",
+            "add",
+            "victim",
+            "--scopes",
+            "tasks:read tasks:write",
+        ],
+        "another long passphrase\n",
+    );
+    let (status, tokens) = login(&server, "victim", "another long passphrase").await;
+    assert_eq!(status, 200);
+    let (new, _) = tokens.unwrap();
+
+    refused_throughout(&server, &old, "the old account's token").await;
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&old), None)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(refresh_status(&server, &old_refresh).await, 400);
+    accepted_throughout(&server, &new, "the new account's token").await;
+    let tasks: Value = server
+        .call("GET", "/tasks", Some(&new), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tasks["items"], serde_json::json!([]), "{tasks}");
+
+    // After a restart, with nothing remembered, the same holds.
+    let server = server.restart().await;
+    assert_eq!(
+        server
+            .call("GET", "/users/me", Some(&old), None)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        server
+            .call("GET", "/users/me", Some(&new), None)
+            .await
+            .status(),
+        200
+    );
 }

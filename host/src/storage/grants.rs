@@ -17,13 +17,17 @@ use sqlx::{Any, Transaction};
 use super::refresh_tokens::insert_refresh_token;
 use super::{Backend, Database, NewRefreshToken, StorageError};
 
-/// A user's credentials as a grant is decided on them: any password change
-/// changes them (each hash has its own salt), and so does a removal.
+/// A user's account and credentials as a grant is decided on them: any
+/// password change changes them (each hash has its own salt), and so does a
+/// removal, or the name's re-creation (another account).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Credentials {
     pub password_hash: String,
     /// Tokens issued (`iat`) at or before this Unix second are refused.
     pub tokens_revoked_through: i64,
+    /// When the account was made (RFC 3339, to the nanosecond): tells it
+    /// from an earlier account of the same name.
+    pub created_at: String,
 }
 
 /// How a transaction holds a user's row until it ends.
@@ -38,7 +42,7 @@ pub(super) enum RowLock {
 }
 
 const CREDENTIALS: &str =
-    "SELECT password_hash, tokens_revoked_through FROM users WHERE username = $1";
+    "SELECT password_hash, tokens_revoked_through, created_at FROM users WHERE username = $1";
 
 impl Database {
     /// `username`'s credentials as they are now; `None`: no such user.

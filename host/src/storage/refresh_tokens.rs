@@ -271,9 +271,11 @@ mod tests {
             Rotation::Rotated
         );
         db.revoke_refresh_family("f1", "alice", 55).await.unwrap();
-        // j1 expired already; j2 is revoked until it expires.
-        assert!(!db.token_status("j1", "alice", 10).await.unwrap().0);
-        assert!(db.token_status("j2", "alice", 20).await.unwrap().0);
+        // j1 expired already; j2 is revoked until it expires. (Both asked
+        // about as if issued now, after alice's account was made.)
+        let issued = crate::keys::unix_now();
+        assert!(!db.token_status("j1", "alice", issued).await.unwrap().0);
+        assert!(db.token_status("j2", "alice", issued).await.unwrap().0);
     }
 
     /// Each revocation reads the family before it writes; racing ones wait

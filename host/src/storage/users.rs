@@ -38,6 +38,13 @@ impl From<UserRow> for StoredUser {
 }
 
 impl Database {
+    /// Adds a user. Tokens issued to an earlier account of the same name
+    /// (removed since) are refused for this one: its cutoff is set to the
+    /// second before its creation, or to the creation's second itself when
+    /// the name changed in that second (a removal just before; logins then
+    /// wait for the next second, see `past_cutoff` in the `/token` route).
+    /// The earlier account's tokens were all issued by its removal, whose
+    /// second the change log holds.
     pub async fn add_user(
         &self,
         username: &str,
@@ -58,11 +65,26 @@ impl Database {
         match result {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                tx.rollback().await?;
                 return Err(StorageError::UserExists(username.to_owned()));
             }
             Err(e) => return Err(e.into()),
         }
-        self.log_changes(&mut tx, std::slice::from_ref(&change), unix_now())
+        // Read only now that the row is this transaction's: a removal of the
+        // name racing this one has committed, its log entry with it.
+        let (last_change,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(changed_at) FROM auth_changes WHERE username = $1")
+                .bind(username)
+                .fetch_one(&mut *tx)
+                .await?;
+        let created = unix_now();
+        let cutoff = last_change.map_or(created - 1, |changed| changed.max(created - 1));
+        sqlx::query("UPDATE users SET tokens_revoked_through = $1 WHERE username = $2")
+            .bind(cutoff)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        self.log_changes(&mut tx, std::slice::from_ref(&change), created)
             .await?;
         tx.commit().await?;
         self.status.apply(&change);
@@ -224,6 +246,28 @@ mod tests {
         assert!(db.remove_user("bob").await.unwrap());
         assert!(!db.remove_user("bob").await.unwrap());
         assert!(db.find_user("bob").await.unwrap().is_none());
+    }
+
+    /// Accounts made before their creation counted as a cutoff get their
+    /// creation second as one when the database is migrated.
+    #[tokio::test]
+    async fn existing_accounts_get_their_creation_second_as_cutoff() {
+        let (db, _dir) = test_database().await;
+        sqlx::query(
+            "INSERT INTO users (username, password_hash, scopes, created_at)
+             VALUES ('old', 'h', '', '2024-05-01T12:00:00.123456789Z')",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::raw_sql(include_str!(
+            "../../migrations/sqlite/0008_account_token_cutoff.sql"
+        ))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let old = db.credentials("old").await.unwrap().unwrap();
+        assert_eq!(old.tokens_revoked_through, 1_714_564_800);
     }
 
     #[tokio::test]

@@ -147,15 +147,13 @@ impl Database {
     ) -> Result<Option<i64>, StorageError> {
         let change = user_changed(username);
         let mut tx = self.begin_write().await?;
-        if self
-            .lock_user(&mut tx, username, RowLock::Update)
-            .await?
-            .is_none()
-        {
+        let Some(current) = self.lock_user(&mut tx, username, RowLock::Update).await? else {
             tx.rollback().await?;
             return Ok(None);
-        }
-        let now = unix_now();
+        };
+        // Never back: a clock behind the one that set the current cutoff
+        // must not let the tokens it covers back in.
+        let now = unix_now().max(current.tokens_revoked_through);
         sqlx::query(
             "UPDATE users SET password_hash = $1, tokens_revoked_through = $2 WHERE username = $3",
         )

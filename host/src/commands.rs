@@ -30,7 +30,7 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
         }
         UserCommand::Passwd { username } => {
             let hash = hash_password(settings, read_password()?).await?;
-            if !db.set_password(username, &hash, keys::unix_now()).await? {
+            if db.set_password(username, &hash).await?.is_none() {
                 bail!("no user named {username}");
             }
             println!("changed the password of {username}; their earlier tokens are revoked");

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::claims;
-use crate::storage::{Database, NewRefreshToken, StorageError};
+use crate::storage::{Credentials, Database, NewRefreshToken, Rotation, StorageError};
 
 /// Random bytes in a refresh token: unguessable, so a plain digest stores it.
 const TOKEN_BYTES: usize = 32;
@@ -64,14 +64,18 @@ impl RefreshTokens {
     }
 
     /// Begins a family for a password grant of `scopes` to `username`,
-    /// which issued `access_token`; returns its first refresh token.
+    /// which issued `access_token` deciding on the credentials `seen`;
+    /// returns its first refresh token. `None`, storing nothing, if the
+    /// user's credentials are no longer `seen`: the grant must not be
+    /// handed out ([`Database::confirm_grant`]).
     pub async fn start(
         &self,
         username: &str,
         scopes: &[String],
         access_token: &str,
+        seen: Option<&Credentials>,
         now: i64,
-    ) -> Result<String, RefreshError> {
+    ) -> Result<Option<String>, RefreshError> {
         let (token, token_hash) = generate()?;
         let (family, _) = generate()?;
         let scopes = scopes.join(" ");
@@ -88,13 +92,12 @@ impl RefreshTokens {
             family_expires_at,
             now,
         );
-        self.db
-            .add_refresh_token(&NewRefreshToken {
-                access_token: access.as_ref().map(|(jti, exp)| (jti.as_str(), *exp)),
-                ..row
-            })
-            .await?;
-        Ok(token)
+        let row = NewRefreshToken {
+            access_token: access.as_ref().map(|(jti, exp)| (jti.as_str(), *exp)),
+            ..row
+        };
+        let confirmed = self.db.confirm_grant(username, seen, Some(&row)).await?;
+        Ok(confirmed.then_some(token))
     }
 
     /// Checks `token`. A token used before means it leaked (or a client
@@ -149,16 +152,20 @@ impl RefreshTokens {
                 now,
             )
         };
-        if self
+        match self
             .db
             .rotate_refresh_token(&redeemed.token_hash, &next)
             .await?
         {
-            Ok(token)
-        } else {
-            self.revoke_family(&redeemed.family, &redeemed.username, now)
-                .await?;
-            Err(RefreshError::Reused)
+            Rotation::Rotated => Ok(token),
+            Rotation::Used => {
+                self.revoke_family(&redeemed.family, &redeemed.username, now)
+                    .await?;
+                Err(RefreshError::Reused)
+            }
+            // Revoked (a password change, `/revoke`) or gone with its user
+            // while the grant was decided: no reuse, just no longer valid.
+            Rotation::Ended => Err(RefreshError::Invalid),
         }
     }
 
@@ -168,7 +175,9 @@ impl RefreshTokens {
         let Some(stored) = self.db.find_refresh_token(&digest(token)).await? else {
             return Ok(false);
         };
-        self.db.revoke_refresh_family(&stored.family, now).await?;
+        self.db
+            .revoke_refresh_family(&stored.family, &stored.username, now)
+            .await?;
         tracing::info!(family = %stored.family, "refresh token family revoked");
         Ok(true)
     }
@@ -179,7 +188,7 @@ impl RefreshTokens {
         username: &str,
         now: i64,
     ) -> Result<(), RefreshError> {
-        let revoked = self.db.revoke_refresh_family(family, now).await?;
+        let revoked = self.db.revoke_refresh_family(family, username, now).await?;
         tracing::warn!(
             family,
             username,
@@ -235,6 +244,16 @@ mod tests {
     use super::*;
     use crate::storage::test_database;
 
+    /// A login's first refresh token, issued at `now`.
+    async fn start(refresh: &RefreshTokens, scopes: &[String], now: i64) -> String {
+        let seen = refresh.db.credentials("alice").await.unwrap();
+        refresh
+            .start("alice", scopes, "", seen.as_ref(), now)
+            .await
+            .unwrap()
+            .expect("the credentials did not change")
+    }
+
     async fn tokens() -> (RefreshTokens, tempfile::TempDir) {
         let (db, dir) = test_database().await;
         db.add_user("alice", "h", &["tasks:read".into()])
@@ -250,10 +269,7 @@ mod tests {
     #[tokio::test]
     async fn each_use_gives_a_successor_and_uses_the_token_up() {
         let (refresh, _dir) = tokens().await;
-        let first = refresh
-            .start("alice", &["tasks:read".into()], "", 10)
-            .await
-            .unwrap();
+        let first = start(&refresh, &["tasks:read".into()], 10).await;
         assert_eq!(first.len(), 43);
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
         assert_eq!(redeemed.username, "alice");
@@ -279,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn reuse_revokes_the_family() {
         let (refresh, _dir) = tokens().await;
-        let first = refresh.start("alice", &[], "", 10).await.unwrap();
+        let first = start(&refresh, &[], 10).await;
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
         let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
         assert!(matches!(
@@ -295,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn a_lost_race_is_a_reuse() {
         let (refresh, _dir) = tokens().await;
-        let first = refresh.start("alice", &[], "", 10).await.unwrap();
+        let first = start(&refresh, &[], 10).await;
         let a = refresh.redeem(&first, 20).await.unwrap();
         let b = refresh.redeem(&first, 20).await.unwrap();
         let winner = refresh.rotate(&a, "", 20).await.unwrap();
@@ -312,7 +328,7 @@ mod tests {
     #[tokio::test]
     async fn revoking_any_token_revokes_the_family() {
         let (refresh, _dir) = tokens().await;
-        let first = refresh.start("alice", &[], "", 10).await.unwrap();
+        let first = start(&refresh, &[], 10).await;
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
         let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
         assert!(refresh.revoke(&first, 30).await.unwrap());
@@ -326,10 +342,23 @@ mod tests {
     #[tokio::test]
     async fn a_password_change_revokes_refresh_tokens() {
         let (refresh, _dir) = tokens().await;
-        let first = refresh.start("alice", &[], "", 10).await.unwrap();
-        assert!(refresh.db.set_password("alice", "h2", 15).await.unwrap());
+        let first = start(&refresh, &[], 10).await;
+        let second = start(&refresh, &[], 10).await;
+        let redeemed = refresh.redeem(&second, 11).await.unwrap();
+        refresh
+            .db
+            .set_password("alice", "h2")
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(
             refresh.redeem(&first, 20).await,
+            Err(RefreshError::Invalid)
+        ));
+        // A use decided before the change finds its token revoked: no
+        // successor, and no reuse either.
+        assert!(matches!(
+            refresh.rotate(&redeemed, "", 20).await,
             Err(RefreshError::Invalid)
         ));
     }

@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod contention;
+mod credentials;
 mod docs;
 mod hostile_tokens;
 mod interop;
@@ -17,4 +19,5 @@ mod revoke;
 mod sandbox;
 mod swap;
 mod tasks;
+mod throttle;
 mod token;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
@@ -136,44 +136,91 @@ async fn password_grant(
         .remove("password")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `password`"))?;
 
-    // Past the limit the password is not even checked.
-    if let Err(wait) = state.logins.check(&username, client.ip(), Instant::now()) {
-        state.metrics.record_login_refusal();
-        return Err(ApiError::TooManyAttempts(wait.as_secs_f64().ceil() as u64));
-    }
-    let started = Instant::now();
-    let outcome = state
-        .policy
-        .issue_token(username.clone(), password, scopes)
-        .await;
-    state
-        .metrics
-        .record_call(ComponentCall::IssueToken, started.elapsed());
-    let outcome = outcome?;
-    match &outcome {
-        Err(GrantRefusal::InvalidGrant) => {
-            state
-                .logins
-                .record_failure(&username, client.ip(), Instant::now());
+    // Past the limit the password is not even checked. Below it, this
+    // attempt takes its place under the limit before the check, so that
+    // guesses arriving together are counted together.
+    let reservation = match state.logins.reserve(&username, client.ip(), Instant::now()) {
+        Ok(reservation) => reservation,
+        Err(wait) => {
+            state.metrics.record_login_refusal();
+            return Err(ApiError::TooManyAttempts(wait.as_secs_f64().ceil() as u64));
         }
-        Err(GrantRefusal::InvalidRequest(_) | GrantRefusal::UnsupportedGrant) => {}
-        // The password was right, even if a scope was not.
-        Ok(_) | Err(GrantRefusal::InvalidScope(_)) => state.logins.record_success(&username),
-    }
-    let grant =
-        outcome.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;
-    let refresh_token = match &state.refresh {
-        Some(refresh) if state.policy.supports_refresh() => {
-            let now = unix_now();
-            Some(
-                refresh
-                    .start(&username, &grant.scopes, &grant.access_token, now)
-                    .await?,
-            )
-        }
-        _ => None,
     };
+    let outcome = decide_password_grant(state, &username, password, scopes).await;
+    match &outcome {
+        // No answer: whether the password was checked is unknown, and an
+        // overloaded or failing policy or database must not lock users out.
+        Err(_) => reservation.not_checked(),
+        Ok(Err(GrantRefusal::InvalidGrant)) => reservation.failed(),
+        Ok(Err(GrantRefusal::InvalidRequest(_) | GrantRefusal::UnsupportedGrant)) => {
+            reservation.not_checked();
+        }
+        // The password was right, even if a scope was not.
+        Ok(Ok(_) | Err(GrantRefusal::InvalidScope(_))) => reservation.succeeded(),
+    }
+    let (grant, refresh_token) =
+        outcome?.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;
     Ok(token_response(grant, refresh_token))
+}
+
+/// How many times a password grant is decided when the user's credentials
+/// keep changing while it is, before the login fails with 503.
+const GRANT_ATTEMPTS: usize = 3;
+
+/// Decides a password grant and, if the policy grants it, the first refresh
+/// token of its family. The tokens are handed out only if the user's
+/// credentials are still those read before the policy checked the password
+/// ([`crate::storage::Database::confirm_grant`]), so that a password change
+/// (or a removal) committed meanwhile leaves nothing issued on the old
+/// password; if they changed, the grant is decided again on the new ones.
+async fn decide_password_grant(
+    state: &AppState,
+    username: &str,
+    password: String,
+    scopes: Option<Vec<String>>,
+) -> Result<Result<(Grant, Option<String>), GrantRefusal>, ApiError> {
+    for _ in 0..GRANT_ATTEMPTS {
+        let seen = state.db.credentials(username).await?;
+        if let Some(seen) = &seen {
+            past_cutoff(seen.tokens_revoked_through).await?;
+        }
+        let started = Instant::now();
+        let outcome = state
+            .policy
+            .issue_token(username.to_owned(), password.clone(), scopes.clone())
+            .await;
+        state
+            .metrics
+            .record_call(ComponentCall::IssueToken, started.elapsed());
+        let grant = match outcome? {
+            Ok(grant) => grant,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let confirmed = match &state.refresh {
+            Some(refresh) if state.policy.supports_refresh() => refresh
+                .start(
+                    username,
+                    &grant.scopes,
+                    &grant.access_token,
+                    seen.as_ref(),
+                    unix_now(),
+                )
+                .await?
+                .map(Some),
+            _ => state
+                .db
+                .confirm_grant(username, seen.as_ref(), None)
+                .await?
+                .then_some(None),
+        };
+        if let Some(refresh_token) = confirmed {
+            return Ok(Ok((grant, refresh_token)));
+        }
+        tracing::info!("a user's credentials changed during their login; deciding it again");
+    }
+    Err(ApiError::Unavailable(format!(
+        "a user's credentials changed during each of {GRANT_ATTEMPTS} decisions of a login"
+    )))
 }
 
 /// RFC 6749 §6: a refresh token for a new access token and the refresh
@@ -194,6 +241,9 @@ async fn refresh_grant(
         }
     };
     let redeemed = refresh.redeem(&token, now).await.inspect_err(reuse)?;
+    if let Some(seen) = state.db.credentials(&redeemed.username).await? {
+        past_cutoff(seen.tokens_revoked_through).await?;
+    }
     let started = Instant::now();
     let outcome = state
         .policy
@@ -206,10 +256,46 @@ async fn refresh_grant(
         .map_err(|refusal| refused(refusal, "the refresh token's user may no longer sign in"))?;
     // Only now is the token used up: a failure above leaves it usable.
     let next = refresh
-        .rotate(&redeemed, &grant.access_token, now)
+        .rotate(&redeemed, &grant.access_token, unix_now())
         .await
         .inspect_err(reuse)?;
     Ok(token_response(grant, Some(next)))
+}
+
+/// Longest a grant waits for its user's cutoff second to pass.
+const CUTOFF_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until this server's clock is past `cutoff`, a user's token cutoff
+/// (Unix seconds). Tokens carry their issue time in whole seconds, and
+/// those issued in the cutoff's second are refused with the ones before
+/// the change that set it; so a grant in that same second, after the
+/// change (a login right after `user passwd`), waits for the next second
+/// rather than get a token that is refused at once. The policy reads the
+/// same clock when its call begins. A cutoff further ahead than
+/// [`CUTOFF_WAIT`] means clocks disagree: 503.
+async fn past_cutoff(cutoff: i64) -> Result<(), ApiError> {
+    let deadline = Instant::now() + CUTOFF_WAIT;
+    loop {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        if second > cutoff {
+            return Ok(());
+        }
+        let seconds_left =
+            u64::try_from(cutoff.saturating_sub(second).saturating_add(1)).unwrap_or(u64::MAX);
+        let wait = Duration::from_secs(seconds_left)
+            .saturating_sub(Duration::from_nanos(now.subsec_nanos().into()))
+            .saturating_add(Duration::from_millis(1));
+        if wait > deadline.saturating_duration_since(Instant::now()) {
+            return Err(ApiError::Unavailable(
+                "a user's token cutoff is ahead of this server's clock; are the clocks in sync?"
+                    .into(),
+            ));
+        }
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// The answer to a refused grant (RFC 6749 §5.2).
@@ -278,6 +364,24 @@ pub(super) async fn read_form(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_grant_waits_out_its_users_cutoff_second_only() {
+        let started = Instant::now();
+        past_cutoff(unix_now() - 1).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(10));
+        let cutoff = unix_now();
+        past_cutoff(cutoff).await.unwrap();
+        assert!(unix_now() > cutoff);
+        assert!(started.elapsed() <= Duration::from_millis(1500));
+        // Far ahead of this clock: refused at once, not waited for.
+        let started = Instant::now();
+        assert!(matches!(
+            past_cutoff(unix_now() + 10).await,
+            Err(ApiError::Unavailable(_))
+        ));
+        assert!(started.elapsed() < Duration::from_millis(10));
+    }
 
     #[test]
     fn form_content_type_with_charset() {

@@ -32,7 +32,7 @@ impl Database {
         retire: &[String],
         retire_at: i64,
     ) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for key in new {
             sqlx::query(
                 "INSERT INTO signing_keys (kid, algorithm, sealed, created_at, activates_at, retired_at)

@@ -8,6 +8,7 @@
 
 mod change_feed;
 mod changes;
+mod grants;
 mod keys;
 mod refresh_tokens;
 mod revocations;
@@ -19,12 +20,13 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use change_feed::FeedTiming;
 pub use changes::{AuthChange, CHANGES_CHANNEL, LoggedChange};
+pub use grants::Credentials;
 pub use keys::StoredKey;
-pub use refresh_tokens::{NewRefreshToken, StoredRefreshToken};
+pub use refresh_tokens::{NewRefreshToken, Rotation, StoredRefreshToken};
 pub use token_status::UserStatus;
 pub use users::StoredUser;
 
@@ -152,12 +154,14 @@ impl Database {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     let setup = match backend {
-                        // WAL lets readers proceed while one writer commits,
-                        // and with NORMAL sync a committed write survives a
-                        // crash of this process.
+                        // The busy timeout first, so that the statements
+                        // after it wait for a lock too. WAL lets readers
+                        // proceed while one writer commits, and with NORMAL
+                        // sync a committed write survives a crash of this
+                        // process.
                         Backend::Sqlite => format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {timeout_ms}"
+                            "PRAGMA busy_timeout = {timeout_ms}; PRAGMA journal_mode = WAL; \
+                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON"
                         ),
                         Backend::Postgres => format!("SET statement_timeout = {timeout_ms}"),
                     };
@@ -176,6 +180,20 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Begins a transaction that writes. On SQLite it takes the write lock
+    /// at its start (`BEGIN IMMEDIATE`), waiting for it up to the busy
+    /// timeout: a deferred transaction takes it at its first write, and if
+    /// it has read before and another connection has written since (or is
+    /// writing), SQLite refuses it at once ("database is locked"), whatever
+    /// the busy timeout, since waiting could not help. PostgreSQL's writers
+    /// wait for the rows they need, up to the statement timeout.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, StorageError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 }
 
@@ -206,4 +224,35 @@ pub(crate) async fn test_database() -> (Database, tempfile::TempDir) {
             .unwrap(),
         dir,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_sqlite_connection_waits_for_the_configured_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let settings = PoolSettings {
+            max_connections: 3,
+            timeout: Duration::from_millis(1234),
+        };
+        let db = Database::connect(&url, settings).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut connection = db.pool.acquire().await.unwrap();
+            let (timeout,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
+                .fetch_one(&mut *connection)
+                .await
+                .unwrap();
+            assert_eq!(timeout, 1234);
+            let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+                .fetch_one(&mut *connection)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+            held.push(connection);
+        }
+    }
 }

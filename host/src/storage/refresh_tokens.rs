@@ -1,5 +1,6 @@
 //! Refresh tokens as stored: by digest, in families that share one grant.
 
+use super::grants::RowLock;
 use super::{AuthChange, Database, StorageError};
 
 /// A refresh token's row, found by its digest.
@@ -13,6 +14,17 @@ pub struct StoredRefreshToken {
     pub family_expires_at: i64,
     pub used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+}
+
+/// What became of a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token is used up and its successor stored.
+    Rotated,
+    /// Another request used the token first: a reuse.
+    Used,
+    /// The token was revoked, expired or removed with its user meanwhile.
+    Ended,
 }
 
 /// A new refresh token to store.
@@ -37,7 +49,7 @@ impl Database {
     /// Stores the first token of a new family, and forgets tokens that have
     /// expired.
     pub async fn add_refresh_token(&self, token: &NewRefreshToken<'_>) -> Result<(), StorageError> {
-        insert(token).execute(&self.pool).await?;
+        insert_refresh_token(token).execute(&self.pool).await?;
         sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
             .bind(token.issued_at)
             .execute(&self.pool)
@@ -58,16 +70,20 @@ impl Database {
         .await?)
     }
 
-    /// Marks `used` used and stores `next` in its place, at once. False (and
-    /// nothing stored) if `used` was used, revoked or expired by then: the
-    /// check and the mark are one statement, so of two uses racing, on any
-    /// number of replicas, exactly one wins.
+    /// Marks `used` used and stores `next` in its place, at once, unless
+    /// `used` was used, revoked or expired by then: the check and the mark
+    /// are one statement, so of two uses racing, on any number of replicas,
+    /// exactly one wins. The user's row is held first, as a password change
+    /// or a family's revocation holds it before revoking: either that
+    /// revocation sees `next`, or this sees `used` revoked.
     pub async fn rotate_refresh_token(
         &self,
         used: &str,
         next: &NewRefreshToken<'_>,
-    ) -> Result<bool, StorageError> {
-        let mut tx = self.pool.begin().await?;
+    ) -> Result<Rotation, StorageError> {
+        let mut tx = self.begin_write().await?;
+        self.lock_user(&mut tx, next.username, RowLock::Share)
+            .await?;
         let marked = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1
              WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL
@@ -78,22 +94,41 @@ impl Database {
         .execute(&mut *tx)
         .await?;
         if marked.rows_affected() != 1 {
+            let (used_at,): (Option<i64>,) =
+                sqlx::query_as("SELECT used_at FROM refresh_tokens WHERE token_hash = $1")
+                    .bind(used)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or((None,));
             // Rolled back now, not whenever the connection is next used: on
             // SQLite the transaction holds the write lock until then, and the
             // family's revocation that follows would wait for it.
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(if used_at.is_some() {
+                Rotation::Used
+            } else {
+                Rotation::Ended
+            });
         }
-        insert(next).execute(&mut *tx).await?;
+        insert_refresh_token(next).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Rotation::Rotated)
     }
 
     /// Revokes every refresh token of `family`, and every access token
     /// issued with one of them that has not expired (RFC 7009 §2.1: the
     /// whole grant goes). The number of refresh tokens newly revoked.
-    pub async fn revoke_refresh_family(&self, family: &str, now: i64) -> Result<u64, StorageError> {
-        let mut tx = self.pool.begin().await?;
+    /// `username` is the family's user, whose row is held first: a
+    /// rotation racing this either stored its successor before (and it is
+    /// revoked here) or finds its token revoked.
+    pub async fn revoke_refresh_family(
+        &self,
+        family: &str,
+        username: &str,
+        now: i64,
+    ) -> Result<u64, StorageError> {
+        let mut tx = self.begin_write().await?;
+        self.lock_user(&mut tx, username, RowLock::Update).await?;
         let access: Vec<(String, i64)> = sqlx::query_as(
             "SELECT access_jti, access_expires_at FROM refresh_tokens
              WHERE family = $1 AND access_jti IS NOT NULL AND access_expires_at >= $2",
@@ -132,7 +167,7 @@ impl Database {
     }
 }
 
-fn insert<'q>(
+pub(super) fn insert_refresh_token<'q>(
     token: &'q NewRefreshToken<'q>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     sqlx::query(INSERT)
@@ -172,19 +207,16 @@ mod tests {
             .await
             .unwrap();
         db.add_refresh_token(&token("a", 10)).await.unwrap();
-        assert!(db.rotate_refresh_token("a", &token("b", 20)).await.unwrap());
-        assert!(!db.rotate_refresh_token("a", &token("c", 21)).await.unwrap());
+        let rotate = async |used, next| db.rotate_refresh_token(used, &next).await.unwrap();
+        assert_eq!(rotate("a", token("b", 20)).await, Rotation::Rotated);
+        assert_eq!(rotate("a", token("c", 21)).await, Rotation::Used);
         assert_eq!(db.find_refresh_token("c").await.unwrap(), None);
         let used = db.find_refresh_token("a").await.unwrap().unwrap();
         assert_eq!(used.used_at, Some(20));
         let next = db.find_refresh_token("b").await.unwrap().unwrap();
         assert_eq!((next.family.as_str(), next.used_at), ("f1", None));
         // Expired tokens do not rotate.
-        assert!(
-            !db.rotate_refresh_token("b", &token("d", 200))
-                .await
-                .unwrap()
-        );
+        assert_eq!(rotate("b", token("d", 200)).await, Rotation::Ended);
     }
 
     #[tokio::test]
@@ -194,9 +226,18 @@ mod tests {
             .await
             .unwrap();
         db.add_refresh_token(&token("a", 10)).await.unwrap();
-        assert!(db.rotate_refresh_token("a", &token("b", 20)).await.unwrap());
-        assert_eq!(db.revoke_refresh_family("f1", 30).await.unwrap(), 2);
-        assert!(!db.rotate_refresh_token("b", &token("c", 31)).await.unwrap());
+        assert_eq!(
+            db.rotate_refresh_token("a", &token("b", 20)).await.unwrap(),
+            Rotation::Rotated
+        );
+        assert_eq!(
+            db.revoke_refresh_family("f1", "alice", 30).await.unwrap(),
+            2
+        );
+        assert_eq!(
+            db.rotate_refresh_token("b", &token("c", 31)).await.unwrap(),
+            Rotation::Ended
+        );
         assert_eq!(
             db.find_refresh_token("b")
                 .await
@@ -225,11 +266,46 @@ mod tests {
             access_token: Some(("j2", 60)),
             ..token("b", 20)
         };
-        assert!(db.rotate_refresh_token("a", &next).await.unwrap());
-        db.revoke_refresh_family("f1", 55).await.unwrap();
-        // j1 expired already; j2 is revoked until it expires.
-        assert!(!db.token_status("j1", "alice", 10).await.unwrap().0);
-        assert!(db.token_status("j2", "alice", 20).await.unwrap().0);
+        assert_eq!(
+            db.rotate_refresh_token("a", &next).await.unwrap(),
+            Rotation::Rotated
+        );
+        db.revoke_refresh_family("f1", "alice", 55).await.unwrap();
+        // j1 expired already; j2 is revoked until it expires. (Both asked
+        // about as if issued now, after alice's account was made.)
+        let issued = crate::keys::unix_now();
+        assert!(!db.token_status("j1", "alice", issued).await.unwrap().0);
+        assert!(db.token_status("j2", "alice", issued).await.unwrap().0);
+    }
+
+    /// Each revocation reads the family before it writes; racing ones wait
+    /// for each other instead of failing with "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn simultaneous_family_revocations_all_succeed() {
+        let (db, _dir) = test_database().await;
+        db.add_user("alice", "h", &["tasks:read".into()])
+            .await
+            .unwrap();
+        let families: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+        for (i, family) in families.iter().enumerate() {
+            let hash = format!("t{i}");
+            let jti = format!("j{i}");
+            db.add_refresh_token(&NewRefreshToken {
+                family,
+                access_token: Some((&jti, 1_000)),
+                ..token(&hash, 10)
+            })
+            .await
+            .unwrap();
+        }
+        let revocations = families.iter().map(|family| {
+            let db = db.clone();
+            let family = family.clone();
+            tokio::spawn(async move { db.revoke_refresh_family(&family, "alice", 20).await })
+        });
+        for revocation in revocations.collect::<Vec<_>>() {
+            assert_eq!(revocation.await.unwrap().unwrap(), 1);
+        }
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ impl Database {
             jti: jti.to_owned(),
             expires_at,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)
              ON CONFLICT (jti) DO NOTHING",
@@ -145,6 +145,9 @@ impl Database {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use crate::keys::unix_now;
     use crate::storage::test_database;
 
     #[tokio::test]
@@ -166,21 +169,75 @@ mod tests {
         db.add_user("alice", "h1", &["tasks:read".into()])
             .await
             .unwrap();
-        let (revoked, user) = db.token_status("j", "alice", 100).await.unwrap();
+        let issued = unix_now();
+        let (revoked, user) = db.token_status("j", "alice", issued).await.unwrap();
         assert!(!revoked);
         assert_eq!(user.unwrap().scopes, vec!["tasks:read"]);
         assert_eq!(
-            db.token_status("j", "nobody", 100).await.unwrap(),
+            db.token_status("j", "nobody", issued).await.unwrap(),
             (false, None)
         );
-        assert!(db.set_password("alice", "h2", 150).await.unwrap());
-        assert!(db.token_status("j", "alice", 100).await.unwrap().0);
-        assert!(db.token_status("j", "alice", 150).await.unwrap().0);
-        assert!(!db.token_status("j", "alice", 151).await.unwrap().0);
+        let cutoff = db.set_password("alice", "h2").await.unwrap().unwrap();
+        assert!(db.token_status("j", "alice", issued).await.unwrap().0);
+        assert!(db.token_status("j", "alice", cutoff).await.unwrap().0);
+        assert!(!db.token_status("j", "alice", cutoff + 1).await.unwrap().0);
         assert_eq!(
             db.find_user("alice").await.unwrap().unwrap().password_hash,
             "h2"
         );
-        assert!(!db.set_password("nobody", "h", 150).await.unwrap());
+        assert_eq!(db.set_password("nobody", "h").await.unwrap(), None);
+    }
+
+    /// Whether a token of the name's earlier account, issued at `issued`,
+    /// is refused for the account made again, by the database and by the
+    /// memory a running server keeps.
+    async fn earlier_account_token_refused(issued: i64) -> (bool, bool, i64) {
+        let (db, _dir) = test_database().await;
+        db.add_user("alice", "h1", &[]).await.unwrap();
+        db.status.renew(Duration::from_secs(60));
+        // Remembered as it is now, then forgotten by the removal and the
+        // addition (as every replica forgets it, from the change log).
+        assert!(!db.token_revoked("j", "alice", issued).await.unwrap());
+        assert!(db.remove_user("alice").await.unwrap());
+        db.add_user("alice", "h2", &[]).await.unwrap();
+        let from_memory = db.token_revoked("j", "alice", issued).await.unwrap();
+        let from_database = db.token_status("j", "alice", issued).await.unwrap().0;
+        let cutoff = db
+            .credentials("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .tokens_revoked_through;
+        (from_database, from_memory, cutoff)
+    }
+
+    #[tokio::test]
+    async fn an_account_made_again_refuses_the_earlier_ones_tokens() {
+        let issued = unix_now();
+        let (from_database, from_memory, cutoff) = earlier_account_token_refused(issued).await;
+        assert!(from_database && from_memory);
+        // Its cutoff is its creation's second (the name was removed in it)
+        // or, if the removal was in an earlier second, the one before.
+        let now = unix_now();
+        assert!((now - 1..=now).contains(&cutoff), "{cutoff} vs {now}");
+        assert!(cutoff >= issued);
+    }
+
+    #[tokio::test]
+    async fn a_new_name_refuses_only_tokens_from_before_its_second() {
+        let (db, _dir) = test_database().await;
+        let before = unix_now();
+        db.add_user("bob", "h", &[]).await.unwrap();
+        let cutoff = db
+            .credentials("bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .tokens_revoked_through;
+        // No earlier account: a login in the creation's own second need
+        // not wait.
+        assert!(cutoff < before || cutoff == unix_now() - 1);
+        assert!(!db.token_status("j", "bob", cutoff + 1).await.unwrap().0);
+        assert!(db.token_status("j", "bob", cutoff).await.unwrap().0);
     }
 }

@@ -24,7 +24,9 @@ const MAX_USERS: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserStatus {
     pub user: StoredUser,
-    /// Tokens issued (`iat`) at or before this Unix second are revoked.
+    /// Tokens issued (`iat`) at or before this Unix second are revoked:
+    /// those of an earlier account of the name, and those from before the
+    /// last password change.
     pub tokens_revoked_through: i64,
 }
 

@@ -1,5 +1,6 @@
 //! Users: name, argon2id hash (made by the policy component) and scopes.
 
+use super::grants::RowLock;
 use super::{AuthChange, Database, StorageError, UserStatus, now};
 use crate::keys::unix_now;
 
@@ -37,6 +38,13 @@ impl From<UserRow> for StoredUser {
 }
 
 impl Database {
+    /// Adds a user. Tokens issued to an earlier account of the same name
+    /// (removed since) are refused for this one: its cutoff is set to the
+    /// second before its creation, or to the creation's second itself when
+    /// the name changed in that second (a removal just before; logins then
+    /// wait for the next second, see `past_cutoff` in the `/token` route).
+    /// The earlier account's tokens were all issued by its removal, whose
+    /// second the change log holds.
     pub async fn add_user(
         &self,
         username: &str,
@@ -44,7 +52,7 @@ impl Database {
         scopes: &[String],
     ) -> Result<(), StorageError> {
         let change = user_changed(username);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query(
             "INSERT INTO users (username, password_hash, scopes, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -57,11 +65,26 @@ impl Database {
         match result {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                tx.rollback().await?;
                 return Err(StorageError::UserExists(username.to_owned()));
             }
             Err(e) => return Err(e.into()),
         }
-        self.log_changes(&mut tx, std::slice::from_ref(&change), unix_now())
+        // Read only now that the row is this transaction's: a removal of the
+        // name racing this one has committed, its log entry with it.
+        let (last_change,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(changed_at) FROM auth_changes WHERE username = $1")
+                .bind(username)
+                .fetch_one(&mut *tx)
+                .await?;
+        let created = unix_now();
+        let cutoff = last_change.map_or(created - 1, |changed| changed.max(created - 1));
+        sqlx::query("UPDATE users SET tokens_revoked_through = $1 WHERE username = $2")
+            .bind(cutoff)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        self.log_changes(&mut tx, std::slice::from_ref(&change), created)
             .await?;
         tx.commit().await?;
         self.status.apply(&change);
@@ -110,17 +133,28 @@ impl Database {
     }
 
     /// Sets a new password hash and revokes every token issued to the user
-    /// up to `now` (Unix seconds): access tokens by their `iat`, refresh
-    /// tokens outright. Returns whether the user exists.
+    /// up to now: access tokens issued (`iat`) up to this Unix second,
+    /// refresh tokens outright. Returns that second (the cutoff), or `None`
+    /// if there is no such user.
+    ///
+    /// The clock is read only once the user's row is held: a grant that
+    /// confirmed the old password before then issued its token before then
+    /// (see [`super::grants`]), so the cutoff covers it.
     pub async fn set_password(
         &self,
         username: &str,
         password_hash: &str,
-        now: i64,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<i64>, StorageError> {
         let change = user_changed(username);
-        let mut tx = self.pool.begin().await?;
-        let result = sqlx::query(
+        let mut tx = self.begin_write().await?;
+        let Some(current) = self.lock_user(&mut tx, username, RowLock::Update).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        // Never back: a clock behind the one that set the current cutoff
+        // must not let the tokens it covers back in.
+        let now = unix_now().max(current.tokens_revoked_through);
+        sqlx::query(
             "UPDATE users SET password_hash = $1, tokens_revoked_through = $2 WHERE username = $3",
         )
         .bind(password_hash)
@@ -139,7 +173,7 @@ impl Database {
             .await?;
         tx.commit().await?;
         self.status.apply(&change);
-        Ok(result.rows_affected() > 0)
+        Ok(Some(now))
     }
 
     /// Replaces a user's scopes; tokens keep only the scopes the user still
@@ -150,7 +184,7 @@ impl Database {
         scopes: &[String],
     ) -> Result<bool, StorageError> {
         let change = user_changed(username);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query("UPDATE users SET scopes = $1 WHERE username = $2")
             .bind(scopes.join(" "))
             .bind(username)
@@ -166,7 +200,7 @@ impl Database {
     /// Removes a user and, by cascade, their tasks and refresh tokens. Returns whether one existed.
     pub async fn remove_user(&self, username: &str) -> Result<bool, StorageError> {
         let change = user_changed(username);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query("DELETE FROM users WHERE username = $1")
             .bind(username)
             .execute(&mut *tx)
@@ -210,6 +244,28 @@ mod tests {
         assert!(db.remove_user("bob").await.unwrap());
         assert!(!db.remove_user("bob").await.unwrap());
         assert!(db.find_user("bob").await.unwrap().is_none());
+    }
+
+    /// Accounts made before their creation counted as a cutoff get their
+    /// creation second as one when the database is migrated.
+    #[tokio::test]
+    async fn existing_accounts_get_their_creation_second_as_cutoff() {
+        let (db, _dir) = test_database().await;
+        sqlx::query(
+            "INSERT INTO users (username, password_hash, scopes, created_at)
+             VALUES ('old', 'h', '', '2024-05-01T12:00:00.123456789Z')",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::raw_sql(include_str!(
+            "../../migrations/sqlite/0008_account_token_cutoff.sql"
+        ))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let old = db.credentials("old").await.unwrap().unwrap();
+        assert_eq!(old.tokens_revoked_through, 1_714_564_800);
     }
 
     #[tokio::test]

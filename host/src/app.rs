@@ -121,10 +121,35 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+        .layer(middleware::map_request(keep_plain_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
+}
+
+/// A client's own `x-request-id` is kept only when it is one short, plain
+/// value: it goes into every log line of the request, where anything else
+/// (spaces, `=`, braces, control bytes, kilobytes) could forge log fields
+/// or lines. Otherwise it is dropped, and the request gets an id of ours.
+async fn keep_plain_request_id(mut request: Request) -> Request {
+    let ids = request.headers().get_all(REQUEST_ID);
+    let mut values = ids.iter();
+    let plain = match (values.next(), values.next()) {
+        (Some(id), None) => is_plain_request_id(id.as_bytes()),
+        _ => false,
+    };
+    if !plain {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+fn is_plain_request_id(id: &[u8]) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A 96-bit random id for requests that arrive without one.
@@ -136,5 +161,27 @@ impl MakeRequestId for RandomRequestId {
         let mut bytes = [0u8; 12];
         getrandom::fill(&mut bytes).ok()?;
         hex::encode(bytes).parse().ok().map(RequestId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_request_id;
+
+    #[test]
+    fn only_short_plain_request_ids_are_kept() {
+        for kept in ["abc", "0f9e-12.a_B", &"x".repeat(64)] {
+            assert!(is_plain_request_id(kept.as_bytes()), "{kept}");
+        }
+        for dropped in [
+            "",
+            "x} method=DELETE path=/tasks/1 status=204",
+            "a b",
+            "a\nb",
+            "caf\u{e9}",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_plain_request_id(dropped.as_bytes()), "{dropped:?}");
+        }
     }
 }

@@ -7,10 +7,13 @@
 //!   middleware; [`routes`]: the handlers;
 //!   [`openapi`]: the API document and the docs page.
 //! - [`auth`]: the Bearer check each protected route declares.
-//! - [`policy`]: the component, behind one door (wasmtime lives there only).
+//! - [`policy`]: the component, behind one door (wasmtime lives there only):
+//!   async calls, their deadlines and share of the machine, reused instances.
 //! - [`reload`], [`admin`]: what swaps the policy while serving (file watch,
 //!   SIGHUP, the admin socket behind `taskflow auth ...`).
-//! - [`storage`]: users and tasks in SQLite; [`task`]: the task model.
+//! - [`storage`]: users, tasks, tokens and keys in SQLite or PostgreSQL,
+//!   with the change log that keeps each server's in-memory token status
+//!   current; [`task`]: the task model.
 //! - [`error`]: every error answer, mapped in one place.
 //! - [`throttle`]: brute-force limits on `/token`; [`keys`]: the signing
 //!   key ring and its rotation.

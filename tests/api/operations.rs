@@ -181,6 +181,39 @@ async fn metrics_count_what_happened() {
     assert_eq!(sample(&samples, "taskflow_auth_component_degraded"), 0.0);
 }
 
+/// A client's `x-request-id` is echoed and logged when it is short and
+/// plain; one that could forge log fields, an overlong one, or two of them
+/// are replaced by an id of the server's own, and never reach the log.
+#[tokio::test]
+async fn only_plain_request_ids_reach_the_log() {
+    let server = TestServer::start().await;
+    let forged = "x} method=DELETE path=/tasks/1 status=204";
+    let overlong = "a".repeat(200);
+    let send = |ids: Vec<&str>| {
+        let mut request = server.client.get(server.url("/health"));
+        for id in ids {
+            request = request.header("x-request-id", id);
+        }
+        request.send()
+    };
+    let echoed = send(vec!["trace-42.a_B"]).await.unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "trace-42.a_B");
+    for ids in [vec![forged], vec![overlong.as_str()], vec!["one", "two"]] {
+        let response = send(ids.clone()).await.unwrap();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(id.len(), 24, "{ids:?} got {id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+    let log = server.log();
+    assert!(log.contains("request_id=trace-42.a_B"), "{log}");
+    assert!(!log.contains("method=DELETE"), "{log}");
+    assert!(!log.contains(&overlong), "{log}");
+    assert!(!log.contains("request_id=one"), "{log}");
+}
+
 /// A swap shows in the component series at the next scrape.
 #[tokio::test]
 async fn metrics_follow_a_swap() {

@@ -66,14 +66,15 @@ test-postgres: components test-components
     scripts/with-postgres cargo test --release --workspace --lib --bins --test api --test replicas
 
 # Benchmarks: policy calls vs native code (criterion), the server under wrk,
-# start-up and swap times, hostile neighbours, and propagation between two
+# start-up and swap times, hostile neighbours, the FastAPI peer (a virtualenv
+# under target/bench-peer), and propagation between two
 # replicas on a throwaway PostgreSQL server. Writes docs/benchmarks.md.
 bench: build test-components
     @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
     rm -f target/bench-report.md
     CRITERION_HOME="$PWD/target/criterion" TASKFLOW_BENCH_REPORT="$PWD/target/bench-report.md" \
         cargo bench -p taskflow --bench policy -- --noplot
-    TASKFLOW_BENCH_REPORT="$PWD/target/bench-report.md" \
+    TASKFLOW_BENCH_REPORT="$PWD/target/bench-report.md" TASKFLOW_BENCH_PEER="$(scripts/bench-peer)" \
         scripts/with-postgres cargo bench -p taskflow --features bench-control --bench server
     @mkdir -p docs
     @{ cat docs/benchmarks-intro.md; \

@@ -10,6 +10,9 @@
 //! - hostile neighbours: valid Bearer traffic alone, and while clients send
 //!   requests that spin, exhaust memory or panic in the policy's Bearer
 //!   check;
+//! - against the peer: the same Bearer `GET /tasks` on the stack TaskFlow
+//!   replaces (FastAPI, PyJWT, SQLite under uvicorn; `benches/peer/`), with
+//!   one worker and with one per core;
 //! - propagation (with `TASKFLOW_TEST_POSTGRES_URL`, as `just bench` sets
 //!   it): from a revocation's 200 at one replica to its refusal at the other.
 //!
@@ -249,10 +252,17 @@ mod bench {
     }
 
     pub fn run() {
-        // TASKFLOW_BENCH_ONLY=hostile|propagation runs one section alone.
+        // TASKFLOW_BENCH_ONLY=hostile|peer|propagation runs one section alone.
         let cache = tempfile::tempdir().unwrap();
         match std::env::var("TASKFLOW_BENCH_ONLY").as_deref() {
             Ok("hostile") => return hostile_neighbours(cache.path()),
+            Ok("peer") => {
+                let data = tempfile::tempdir().unwrap();
+                let policy = data.path().join("policy.wasm");
+                std::fs::copy(component("guest_auth"), &policy).unwrap();
+                let (server, token) = seeded_server(data.path(), &policy, cache.path());
+                return against_peer(&server.address, &token);
+            }
             Ok("propagation") => {
                 let policy = cache.path().join("policy.wasm");
                 std::fs::copy(component("guest_auth"), &policy).unwrap();
@@ -279,23 +289,7 @@ mod bench {
             .collect();
         let warm = median(warm);
 
-        let server = start(data.path(), &policy, cache.path());
-        let token = login_with(
-            taskflow(data.path(), &policy, cache.path()),
-            &server.address,
-        );
-        for i in 0..10 {
-            let body = format!(r#"{{"title":"task {i}","description":"benchmark"}}"#);
-            let auth = format!("Bearer {token}");
-            let (status, _) = request(
-                &server.address,
-                "POST",
-                "/tasks",
-                &[("Authorization", &auth)],
-                &body,
-            );
-            assert_eq!(status, 201);
-        }
+        let (server, token) = seeded_server(data.path(), &policy, cache.path());
         let bearer_url = format!("http://{}/tasks", server.address);
         let control_url = format!("http://{}/bench/unauthenticated/tasks", server.address);
         assert_eq!(
@@ -345,6 +339,7 @@ mod bench {
             "\nPeak resident memory of the server after both loads: {peak:.0} MiB.\n"
         ));
         common::report(&table);
+        against_peer(&server.address, &token);
 
         // Swap: a component never seen (compile + self-check), then back to
         // one already compiled and checked.
@@ -399,6 +394,184 @@ mod bench {
             Err(_) => common::report(
                 "### Propagation between replicas\n\nNot measured: no PostgreSQL server (run `just bench`, which starts one).\n",
             ),
+        }
+    }
+
+    /// A server with the user `bench` owning 10 tasks, and a token of theirs.
+    fn seeded_server(data: &Path, policy: &Path, cache: &Path) -> (Server, String) {
+        let server = start(data, policy, cache);
+        let token = login_with(taskflow(data, policy, cache), &server.address);
+        for i in 0..TASKS {
+            let body = format!(r#"{{"title":"task {i}","description":"benchmark"}}"#);
+            let auth = format!("Bearer {token}");
+            let (status, _) = request(
+                &server.address,
+                "POST",
+                "/tasks",
+                &[("Authorization", &auth)],
+                &body,
+            );
+            assert_eq!(status, 201);
+        }
+        (server, token)
+    }
+
+    /// Tasks the benchmark user owns, on TaskFlow and on the peer alike.
+    const TASKS: u32 = 10;
+
+    /// The peer is the stack TaskFlow replaces (`benches/peer/app.py`:
+    /// FastAPI, `OAuth2PasswordBearer`, PyJWT, SQLite) under uvicorn, in the
+    /// virtualenv `TASKFLOW_BENCH_PEER` names (`just bench` makes it). Bearer
+    /// `GET /tasks` of the same 10 tasks, the same wrk command, one after the
+    /// other: TaskFlow, the peer on one worker, on one worker per core,
+    /// TaskFlow again.
+    fn against_peer(address: &str, token: &str) {
+        let Some(venv) = std::env::var_os("TASKFLOW_BENCH_PEER") else {
+            return common::report(
+                "### Against the peer (FastAPI)\n\nNot measured: no peer virtualenv (run `just bench`, which makes one).\n",
+            );
+        };
+        let venv = PathBuf::from(venv);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let url = format!("http://{address}/tasks");
+        let mut rows: Vec<(String, u32, Load)> = Vec::new();
+        for connections in [1, 64] {
+            let first = wrk(&url, connections, Some(token));
+            for workers in [1, cores] {
+                let peer = Peer::start(&venv, workers);
+                let load = wrk(
+                    &format!("http://{}/tasks", peer.address),
+                    connections,
+                    Some(&peer.token),
+                );
+                assert_eq!(load.non_2xx, 0, "the peer failed requests under load");
+                rows.push((
+                    format!("FastAPI peer, {workers} uvicorn worker(s)"),
+                    connections,
+                    load,
+                ));
+            }
+            let second = wrk(&url, connections, Some(token));
+            let taskflow = Load::mean(&first, &second);
+            assert_eq!(taskflow.non_2xx, 0, "requests failed under load");
+            rows.push((
+                "TaskFlow (Bearer via component)".into(),
+                connections,
+                taskflow,
+            ));
+        }
+        let mut table = format!(
+            "### Against the peer: FastAPI + PyJWT + SQLite (wrk, {} s per run, Bearer `GET /tasks`, {TASKS} tasks listed)\n\n| concurrency | server | req/s | p50 | p99 | TaskFlow vs this |\n|---|---|---|---|---|---|\n",
+            seconds()
+        );
+        for connections in [1, 64] {
+            let of_this: Vec<&(String, u32, Load)> =
+                rows.iter().filter(|(_, c, _)| *c == connections).collect();
+            let taskflow = &of_this.last().unwrap().2;
+            for (name, _, load) in &of_this {
+                let versus = if std::ptr::eq(load, taskflow) {
+                    String::new()
+                } else {
+                    format!(
+                        "{:.1}× the throughput, {:.2}× the p99",
+                        taskflow.requests_per_second / load.requests_per_second,
+                        taskflow.p99_ms / load.p99_ms
+                    )
+                };
+                table.push_str(&format!(
+                    "| {connections} | {name} | {:.0} | {:.2} ms | {:.2} ms | {versus} |\n",
+                    load.requests_per_second, load.p50_ms, load.p99_ms
+                ));
+            }
+        }
+        common::report(&table);
+    }
+
+    /// The peer under uvicorn on a port of its own, with a fresh SQLite file
+    /// holding the benchmark user and its tasks, and a token of theirs.
+    struct Peer {
+        child: Child,
+        address: String,
+        token: String,
+        _data: tempfile::TempDir,
+    }
+
+    impl Peer {
+        fn start(venv: &Path, workers: usize) -> Peer {
+            let data = tempfile::tempdir().unwrap();
+            let app = workspace().join("host/benches/peer");
+            let database = data.path().join("peer.db");
+            let python = |program: &str| {
+                let mut command = Command::new(venv.join("bin").join(program));
+                command
+                    .current_dir(&app)
+                    .env("PEER_DATABASE", &database)
+                    .env("PEER_SECRET", SECRET);
+                command
+            };
+            let seeded = python("python")
+                .args(["app.py", "seed", "bench", PASSWORD, &TASKS.to_string()])
+                .status()
+                .expect("seed the peer's database");
+            assert!(seeded.success());
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = python("uvicorn")
+                .args([
+                    "app:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                ])
+                .args(["--workers", &workers.to_string(), "--log-level", "warning"])
+                .spawn()
+                .expect("start uvicorn");
+            let address = format!("127.0.0.1:{port}");
+            let started = Instant::now();
+            let token = loop {
+                let form = format!(
+                    "grant_type=password&username=bench&password={}",
+                    PASSWORD.replace(' ', "+")
+                );
+                let (status, body) = request(
+                    &address,
+                    "POST",
+                    "/token",
+                    &[("Content-Type", "application/x-www-form-urlencoded")],
+                    &form,
+                );
+                if status == 200 {
+                    let grant: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    break grant["access_token"].as_str().unwrap().to_owned();
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the peer never answered"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let (status, body) = get(&address, "/tasks", Some(&token));
+            assert_eq!(status, 200, "{body}");
+            Peer {
+                child,
+                address,
+                token,
+                _data: data,
+            }
+        }
+    }
+
+    impl Drop for Peer {
+        fn drop(&mut self) {
+            // uvicorn's supervisor stops its workers on SIGTERM; SIGKILL
+            // would leave them serving.
+            // SAFETY: kill(2) on our own child's pid, which we have not reaped.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
         }
     }
 

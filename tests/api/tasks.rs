@@ -169,6 +169,14 @@ async fn listing_pages() {
         .map(|t| t["title"].clone())
         .collect();
     assert_eq!(titles, vec![json!("t1"), json!("t2")]);
+    // A page past the end is empty and still tells the total.
+    let past: Value = server
+        .call("GET", "/tasks?limit=2&offset=9", Some(&alice), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(past, json!({"items": [], "total": 5}));
     for bad in ["limit=0", "limit=abc", "offset=-3"] {
         let response = server
             .call("GET", &format!("/tasks?{bad}"), Some(&alice), None)

@@ -12,6 +12,7 @@ mod grants;
 mod keys;
 mod refresh_tokens;
 mod revocations;
+mod sqlite_reads;
 mod tasks;
 mod token_status;
 mod users;
@@ -41,6 +42,8 @@ pub enum StorageError {
     UserExists(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    SqliteRead(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 }
@@ -109,6 +112,9 @@ pub struct Database {
     /// keeps it current; writes through this value apply their changes to
     /// it before they return.
     status: std::sync::Arc<token_status::TokenStatusMemory>,
+    /// On SQLite, the connections reads run on in place (see
+    /// [`sqlite_reads`]); `None` on PostgreSQL.
+    reads: Option<std::sync::Arc<sqlite_reads::SqliteReads>>,
 }
 
 impl Database {
@@ -171,10 +177,17 @@ impl Database {
             })
             .connect(&url)
             .await?;
+        let reads = match backend {
+            Backend::Sqlite => sqlite_reads::file_of(&url).map(|path| {
+                std::sync::Arc::new(sqlite_reads::SqliteReads::new(path, settings.timeout))
+            }),
+            Backend::Postgres => None,
+        };
         Ok(Self {
             pool,
             backend,
             status: std::sync::Arc::new(token_status::TokenStatusMemory::new()),
+            reads,
         })
     }
 
@@ -198,13 +211,7 @@ impl Database {
 }
 
 fn sqlite_file_exists(url: &str) -> bool {
-    let path = url
-        .trim_start_matches("sqlite:")
-        .trim_start_matches("//")
-        .split('?')
-        .next()
-        .unwrap_or_default();
-    path == ":memory:" || std::path::Path::new(path).exists()
+    sqlite_reads::file_of(url).is_none_or(|path| path.exists())
 }
 
 /// The current time as stored: RFC 3339, UTC.

@@ -4,7 +4,14 @@
 use super::{Database, StorageError, now};
 use crate::task::{NewTask, Status, Task, TaskPatch};
 
-const TASK_COLUMNS: &str = "id, title, description, status, created_at, updated_at";
+/// The columns of a task, in [`TaskRow`]'s order (a macro, so that the
+/// queries below can be whole string constants).
+macro_rules! task_columns {
+    () => {
+        "id, title, description, status, created_at, updated_at"
+    };
+}
+const TASK_COLUMNS: &str = task_columns!();
 
 #[derive(sqlx::FromRow)]
 struct TaskRow {
@@ -14,6 +21,14 @@ struct TaskRow {
     status: String,
     created_at: String,
     updated_at: String,
+}
+
+/// A row of [`LIST_TASKS`].
+#[derive(sqlx::FromRow)]
+struct PagedTaskRow {
+    #[sqlx(flatten)]
+    task: TaskRow,
+    total: i64,
 }
 
 impl From<TaskRow> for Task {
@@ -30,6 +45,36 @@ impl From<TaskRow> for Task {
     }
 }
 
+impl TaskRow {
+    /// The same row, read in place on SQLite (see `sqlite_reads`).
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(TaskRow {
+            id: row.get(0)?,
+            title: row.get(1)?,
+            description: row.get(2)?,
+            status: row.get(3)?,
+            created_at: row.get(4)?,
+            updated_at: row.get(5)?,
+        })
+    }
+}
+
+/// A page of an owner's tasks, each row with the owner's total (the
+/// window is counted before `LIMIT`): one statement where a page and a
+/// count would be two. An empty page carries no total, so [`COUNT_TASKS`]
+/// answers it.
+const LIST_TASKS: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    ", COUNT(*) OVER () AS total FROM tasks WHERE owner = $1 ORDER BY id LIMIT $2 OFFSET $3"
+);
+const COUNT_TASKS: &str = "SELECT COUNT(*) FROM tasks WHERE owner = $1";
+const GET_TASK: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE id = $1 AND owner = $2"
+);
+
 impl Database {
     /// One page of `owner`'s tasks, oldest first, and how many there are.
     pub async fn list_tasks(
@@ -38,19 +83,40 @@ impl Database {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<Task>, i64), StorageError> {
-        let rows = sqlx::query_as::<_, TaskRow>(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE owner = $1 ORDER BY id LIMIT $2 OFFSET $3"
-        ))
-        .bind(owner)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE owner = $1")
+        if let Some(reads) = &self.reads {
+            return Ok(reads.read(|c| {
+                let rows = c
+                    .prepare_cached(LIST_TASKS)?
+                    .query_map((owner, limit, offset), |row| {
+                        Ok((TaskRow::read(row)?, row.get::<_, i64>(6)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let total = match rows.first() {
+                    Some((_, total)) => *total,
+                    None => c
+                        .prepare_cached(COUNT_TASKS)?
+                        .query_row([owner], |row| row.get(0))?,
+                };
+                Ok((rows.into_iter().map(|(row, _)| row.into()).collect(), total))
+            })?);
+        }
+        let rows = sqlx::query_as::<_, PagedTaskRow>(LIST_TASKS)
             .bind(owner)
-            .fetch_one(&self.pool)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
             .await?;
-        Ok((rows.into_iter().map(Task::from).collect(), total))
+        let total = match rows.first() {
+            Some(row) => row.total,
+            None => {
+                sqlx::query_as::<_, (i64,)>(COUNT_TASKS)
+                    .bind(owner)
+                    .fetch_one(&self.pool)
+                    .await?
+                    .0
+            }
+        };
+        Ok((rows.into_iter().map(|row| row.task.into()).collect(), total))
     }
 
     /// Creates a task; `None` when `owner` is no longer a user.
@@ -79,13 +145,21 @@ impl Database {
     }
 
     pub async fn get_task(&self, owner: &str, id: i64) -> Result<Option<Task>, StorageError> {
-        let row = sqlx::query_as::<_, TaskRow>(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND owner = $2"
-        ))
-        .bind(id)
-        .bind(owner)
-        .fetch_optional(&self.pool)
-        .await?;
+        if let Some(reads) = &self.reads {
+            return Ok(reads
+                .read(|c| {
+                    use rusqlite::OptionalExtension;
+                    c.prepare_cached(GET_TASK)?
+                        .query_row((id, owner), TaskRow::read)
+                        .optional()
+                })?
+                .map(Task::from));
+        }
+        let row = sqlx::query_as::<_, TaskRow>(GET_TASK)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(Task::from))
     }
 
@@ -206,6 +280,31 @@ mod tests {
         assert_eq!(total, 5);
         let titles: Vec<_> = page.iter().map(|t| t.title.as_str()).collect();
         assert_eq!(titles, vec!["t3", "t4"]);
+        // A page past the end still tells the total.
+        let (page, total) = db.list_tasks("alice", 2, 7).await.unwrap();
+        assert_eq!((page.len(), total), (0, 5));
+    }
+
+    #[tokio::test]
+    async fn sqlite_reads_wait_neither_for_the_pool_nor_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let settings = crate::storage::PoolSettings {
+            max_connections: 1,
+            timeout: std::time::Duration::from_millis(300),
+        };
+        let db = Database::connect(&format!("sqlite://{}", path.display()), settings)
+            .await
+            .unwrap();
+        db.add_user("alice", "h", &[]).await.unwrap();
+        let task = db.create_task("alice", &new("one")).await.unwrap().unwrap();
+        // Another process holds the write lock, and a write of ours holds
+        // the pool's only connection while it waits for that lock.
+        let writer = rusqlite::Connection::open(&path).unwrap();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let _held = db.pool.acquire().await.unwrap();
+        assert_eq!(db.list_tasks("alice", 10, 0).await.unwrap().1, 1);
+        assert_eq!(db.get_task("alice", task.id).await.unwrap(), Some(task));
     }
 
     #[tokio::test]

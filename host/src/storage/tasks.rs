@@ -23,7 +23,7 @@ struct TaskRow {
     updated_at: String,
 }
 
-/// A row of [`LIST_TASKS`].
+/// A row of [`LIST_TASKS_COUNTED`].
 #[derive(sqlx::FromRow)]
 struct PagedTaskRow {
     #[sqlx(flatten)]
@@ -59,16 +59,22 @@ impl TaskRow {
     }
 }
 
-/// A page of an owner's tasks, each row with the owner's total (the
-/// window is counted before `LIMIT`): one statement where a page and a
-/// count would be two. An empty page carries no total, so [`COUNT_TASKS`]
-/// answers it.
 const LIST_TASKS: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE owner = $1 ORDER BY id LIMIT $2 OFFSET $3"
+);
+const COUNT_TASKS: &str = "SELECT COUNT(*) FROM tasks WHERE owner = $1";
+/// On PostgreSQL, a page and its total in one round trip: each row carries
+/// the owner's total (the window is counted before `LIMIT`). An empty page
+/// carries none, so [`COUNT_TASKS`] answers it. (On SQLite the window costs
+/// an ephemeral table per query, slower than two statements in one read
+/// transaction: 17.5 µs against 10-13 µs for a page of 10.)
+const LIST_TASKS_COUNTED: &str = concat!(
     "SELECT ",
     task_columns!(),
     ", COUNT(*) OVER () AS total FROM tasks WHERE owner = $1 ORDER BY id LIMIT $2 OFFSET $3"
 );
-const COUNT_TASKS: &str = "SELECT COUNT(*) FROM tasks WHERE owner = $1";
 const GET_TASK: &str = concat!(
     "SELECT ",
     task_columns!(),
@@ -84,23 +90,19 @@ impl Database {
         offset: i64,
     ) -> Result<(Vec<Task>, i64), StorageError> {
         if let Some(reads) = &self.reads {
-            return Ok(reads.read(|c| {
+            return Ok(reads.read_consistent(|c| {
                 let rows = c
                     .prepare_cached(LIST_TASKS)?
-                    .query_map((owner, limit, offset), |row| {
-                        Ok((TaskRow::read(row)?, row.get::<_, i64>(6)?))
-                    })?
+                    .query_map((owner, limit, offset), TaskRow::read)?
+                    .map(|row| row.map(Task::from))
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                let total = match rows.first() {
-                    Some((_, total)) => *total,
-                    None => c
-                        .prepare_cached(COUNT_TASKS)?
-                        .query_row([owner], |row| row.get(0))?,
-                };
-                Ok((rows.into_iter().map(|(row, _)| row.into()).collect(), total))
+                let total = c
+                    .prepare_cached(COUNT_TASKS)?
+                    .query_row([owner], |row| row.get(0))?;
+                Ok((rows, total))
             })?);
         }
-        let rows = sqlx::query_as::<_, PagedTaskRow>(LIST_TASKS)
+        let rows = sqlx::query_as::<_, PagedTaskRow>(LIST_TASKS_COUNTED)
             .bind(owner)
             .bind(limit)
             .bind(offset)

@@ -186,6 +186,10 @@ impl Directory for DatabaseDirectory {
                 .map_err(|e| e.to_string())
         })
     }
+
+    fn status_version(&self) -> Option<u64> {
+        self.db.token_status_version()
+    }
 }
 
 fn user_record(user: StoredUser) -> UserRecord {

@@ -6,6 +6,7 @@ mod harness;
 
 mod contention;
 mod credentials;
+mod decision_cache;
 mod docs;
 mod hostile_tokens;
 mod interop;

@@ -290,6 +290,18 @@ pub struct SettingsArgs {
         global = true
     )]
     pub component_max_instances: usize,
+    /// How long a Bearer decision is reused for the same token and route, in
+    /// milliseconds (0: ask the policy on every request). Any revocation,
+    /// user or key change or policy swap ends it at once; a token may be
+    /// accepted up to this long past its expiry and leeway.
+    #[arg(
+        long,
+        env = "TASKFLOW_DECISION_CACHE_MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(0..=60_000),
+        global = true
+    )]
+    pub decision_cache_ms: u64,
     /// How often the component file is checked for changes, in milliseconds (0: never).
     #[arg(
         long,
@@ -535,6 +547,7 @@ impl SettingsArgs {
                 },
                 memory_bytes: self.component_memory_mib << 20,
                 max_instances: self.component_max_instances,
+                decision_cache: Duration::from_millis(self.decision_cache_ms),
                 ..SandboxLimits::default()
             },
         })

@@ -6,6 +6,7 @@
 //! The types here are the host's own: the WIT types are converted once, in
 //! [`runtime`].
 
+mod decision_cache;
 mod runtime;
 
 use std::path::PathBuf;
@@ -57,6 +58,13 @@ pub trait Directory: Send + Sync + 'static {
         subject: &'a str,
         issued_at: u64,
     ) -> DirectoryFuture<'a, bool>;
+    /// A number that changes with every change to what the two lookups
+    /// above answer (revocations, users), while their answers are known to
+    /// be current; `None` otherwise. Bearer decisions are remembered only
+    /// under a version, and only until it changes.
+    fn status_version(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// How a key signs.
@@ -136,6 +144,9 @@ pub struct SandboxLimits {
     pub concurrent_hashes: usize,
     /// Most instances running a call at once; past it, calls fail with 503.
     pub max_instances: usize,
+    /// How long a Bearer decision is remembered for the same request
+    /// (zero: never); see `decision_cache`.
+    pub decision_cache: Duration,
 }
 
 impl Default for SandboxLimits {
@@ -148,6 +159,7 @@ impl Default for SandboxLimits {
             idle_instances: cores * 4,
             concurrent_hashes: cores,
             max_instances: 256,
+            decision_cache: Duration::from_secs(1),
         }
     }
 }
@@ -180,14 +192,14 @@ pub enum GrantRefusal {
 }
 
 /// Who a request acts for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub subject: String,
     pub scopes: Vec<String>,
 }
 
 /// Why the policy refused a request (RFC 6750 §3.1).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
     NoCredentials,
     InvalidToken(String),

@@ -75,6 +75,16 @@ impl Database {
         Ok(user.is_some_and(|u| u.tokens_revoked_through >= issued_at))
     }
 
+    /// The version of what [`Self::token_revoked`] and
+    /// [`Self::user_for_decision`] answer while they answer from memory;
+    /// `None` while they read the database.
+    pub fn token_status_version(&self) -> Option<u64> {
+        // The version first: a lease that runs out after this read makes
+        // the answer `None`, never a version the memory no longer vouches for.
+        let version = self.status.version();
+        self.status.is_current().then_some(version)
+    }
+
     /// `username` for a Bearer check: from memory while it is current.
     pub async fn user_for_decision(
         &self,

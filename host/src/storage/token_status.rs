@@ -43,6 +43,8 @@ pub(super) struct TokenStatusMemory {
     lease_until_ms: AtomicI64,
     /// The newest change applied.
     applied_seq: AtomicI64,
+    /// Bumped after every change to what the memory answers.
+    version: AtomicU64,
 }
 
 impl TokenStatusMemory {
@@ -54,6 +56,7 @@ impl TokenStatusMemory {
             generation: AtomicU64::new(0),
             lease_until_ms: AtomicI64::new(i64::MIN),
             applied_seq: AtomicI64::new(0),
+            version: AtomicU64::new(0),
         }
     }
 
@@ -91,6 +94,7 @@ impl TokenStatusMemory {
         self.generation.fetch_add(1, Ordering::AcqRel);
         write(&self.users).clear();
         self.applied_seq.store(seq, Ordering::Release);
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Applies one change, made here or read from the log.
@@ -104,6 +108,14 @@ impl TokenStatusMemory {
                 write(&self.users).remove(username);
             }
         }
+        // After the change is in place: whoever reads the new version also
+        // sees the change.
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes every time what the memory answers changes.
+    pub(super) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// Applies a change read from the log at `seq`.

@@ -27,7 +27,7 @@ mod worlds;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
@@ -42,6 +42,7 @@ use self::imports::{HostEnv, StoreState};
 use self::output::GuestOutput;
 use self::pool::{InstancePool, ReadyInstance};
 use self::worlds::{PolicyPre, wit};
+use super::decision_cache::{DecisionCache, Stamp};
 use super::{
     AccessRequest, Denial, Directory, Grant, GrantRefusal, PolicyFailure, PolicySettings,
     Principal, SigningKey,
@@ -112,6 +113,10 @@ pub(super) struct PolicyRuntime {
     /// Calls that failed in a row; reset by any success.
     consecutive_faults: AtomicU32,
     info: ComponentInfo,
+    /// Bearer decisions remembered; `None` when the setting is zero.
+    decisions: Option<DecisionCache>,
+    /// Bumped after each change of the signing keys in `env.settings`.
+    keys_version: AtomicU64,
 }
 
 /// Calls failing in a row before the policy counts as degraded.
@@ -159,6 +164,8 @@ impl PolicyRuntime {
             }),
             pool: InstancePool::new(sandbox.limits.idle_instances),
             consecutive_faults: AtomicU32::new(0),
+            decisions: DecisionCache::new(sandbox.limits.decision_cache),
+            keys_version: AtomicU64::new(0),
             info: ComponentInfo {
                 name: String::new(),
                 version: String::new(),
@@ -217,6 +224,9 @@ impl PolicyRuntime {
         let mut settings = wit::PolicySettings::clone(&self.env.settings.load());
         settings.signing_keys = convert::keys(keys);
         self.env.settings.store(Arc::new(settings));
+        // After the store: a decision stamped with the old version may have
+        // seen the old keys, one stamped with the new cannot have.
+        self.keys_version.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(super) fn supports_refresh(&self) -> bool {
@@ -234,8 +244,35 @@ impl PolicyRuntime {
         lease.finish(outcome)
     }
 
-    /// The Bearer check of one request, on the caller's task.
+    /// The Bearer check of one request, on the caller's task: the same
+    /// request's decision if one was made recently under the same keys and
+    /// token status, otherwise the policy's.
     pub(super) async fn decide_access(
+        &self,
+        request: &AccessRequest<'_>,
+    ) -> Result<Result<Principal, Denial>, PolicyFailure> {
+        let Some(cache) = &self.decisions else {
+            return self.decide_access_now(request).await;
+        };
+        // Read before deciding, so that a change made while the decision
+        // runs leaves it stamped with a version that is already stale.
+        let stamp = self.env.users.status_version().map(|status| Stamp {
+            keys: self.keys_version.load(Ordering::Acquire),
+            status,
+        });
+        let Some(stamp) = stamp else {
+            return self.decide_access_now(request).await;
+        };
+        if let Some(decision) = cache.get(request, stamp) {
+            return Ok(decision);
+        }
+        let decision = self.decide_access_now(request).await?;
+        cache.insert(request, stamp, &decision);
+        Ok(decision)
+    }
+
+    /// The policy's Bearer decision of one request.
+    async fn decide_access_now(
         &self,
         request: &AccessRequest<'_>,
     ) -> Result<Result<Principal, Denial>, PolicyFailure> {

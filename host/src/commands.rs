@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use crate::{admin, username};
 use crate::config::file::{Loaded, Source};
 use crate::config::{
     AuthCommand, ConfigCommand, KeysCommand, SecretSource, SettingsArgs, UserCommand,
@@ -17,6 +16,7 @@ use crate::keys::{self, KeyRing};
 use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, UserRecord};
 use crate::startup::open_database;
 use crate::storage::Database;
+use crate::{admin, username};
 
 pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Result<()> {
     let db = open_database(settings).await?;
@@ -40,7 +40,10 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
             } else {
                 format!(" (given as {})", username::printable(username))
             };
-            println!("added user {name}{given} with scopes [{}]", scopes.join(" "));
+            println!(
+                "added user {name}{given} with scopes [{}]",
+                scopes.join(" ")
+            );
         }
         UserCommand::Passwd { username } => {
             let name = existing_name(&db, username).await?;
@@ -88,7 +91,10 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
             if !db.remove_user(&name).await? {
                 bail!("no user named {}", username::printable(username));
             }
-            println!("removed user {} and their tasks", username::printable(&name));
+            println!(
+                "removed user {} and their tasks",
+                username::printable(&name)
+            );
         }
     }
     Ok(())

@@ -193,7 +193,10 @@ mod tests {
             host_problem(&request(Version::HTTP_11, &["127.0.0.1:8080"])),
             None
         );
-        assert_eq!(host_problem(&request(Version::HTTP_11, &["[::1]:80"])), None);
+        assert_eq!(
+            host_problem(&request(Version::HTTP_11, &["[::1]:80"])),
+            None
+        );
         assert_eq!(host_problem(&request(Version::HTTP_11, &[""])), None);
         assert_eq!(host_problem(&request(Version::HTTP_10, &[])), None);
         for bad in [

@@ -249,7 +249,11 @@ impl KeyRing {
             })
             .await?;
         self.db.prune_signing_keys(now - self.retention()).await?;
-        tracing::info!(kid, pending = outcome == Retired::Pending, "signing key retired");
+        tracing::info!(
+            kid,
+            pending = outcome == Retired::Pending,
+            "signing key retired"
+        );
         Ok(outcome)
     }
 
@@ -653,7 +657,11 @@ mod tests {
         for now in [10, 49, 50, 51, 1_000, 1_000_000] {
             assert_eq!(kids(&after, now)[0], "old", "at {now}");
         }
-        assert_eq!(kids(&after, 10), ["old", "new"], "new still verifies a while");
+        assert_eq!(
+            kids(&after, 10),
+            ["old", "new"],
+            "new still verifies a while"
+        );
         assert_eq!(kids(&after, 1_000), ["old"]);
     }
 
@@ -723,11 +731,18 @@ mod tests {
     #[tokio::test]
     async fn the_ring_keeps_a_signer_after_a_pending_key_is_retired() {
         let (db, _dir) = crate::storage::test_database().await;
-        let ring = KeyRing::new(db, b"a master secret of 32 bytes or more".to_vec(), timings());
+        let ring = KeyRing::new(
+            db,
+            b"a master secret of 32 bytes or more".to_vec(),
+            timings(),
+        );
         let first = key_id(b"a master secret of 32 bytes or more");
         let t = 1_000_000;
         let pending = ring.rotate(t, KeyAlgorithm::Hs256).await.unwrap();
-        assert_eq!(ring.retire(&pending.kid, t + 1).await.unwrap(), Retired::Pending);
+        assert_eq!(
+            ring.retire(&pending.kid, t + 1).await.unwrap(),
+            Retired::Pending
+        );
         for now in [t + 1, t + 5, t + 6, t + 100, t + 10_000] {
             let keys = ring.current(now).await.unwrap();
             assert_eq!(keys[0].kid, first, "at {now}");
@@ -748,7 +763,11 @@ mod tests {
     #[tokio::test]
     async fn a_rotation_with_another_secret_is_refused() {
         let (db, _dir) = crate::storage::test_database().await;
-        let ring = KeyRing::new(db.clone(), b"the right secret, 32 bytes long!".to_vec(), timings());
+        let ring = KeyRing::new(
+            db.clone(),
+            b"the right secret, 32 bytes long!".to_vec(),
+            timings(),
+        );
         ring.rotate(1_000, KeyAlgorithm::Hs256).await.unwrap();
         let wrong = KeyRing::new(db, b"the wrong secret, 32 bytes long!".to_vec(), timings());
         assert!(matches!(
@@ -772,7 +791,10 @@ mod tests {
         }
 
         fn set_keys(&self, keys: Vec<SigningKey>) {
-            if !self.panicked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            if !self
+                .panicked
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
                 panic!("a holder that fails once");
             }
             assert!(!keys.is_empty());
@@ -833,7 +855,10 @@ mod tests {
         .await
         .unwrap();
         db.prune_signing_keys(unix_now()).await.unwrap();
-        let added = ring.rotate(unix_now() - 10, KeyAlgorithm::Hs256).await.unwrap();
+        let added = ring
+            .rotate(unix_now() - 10, KeyAlgorithm::Hs256)
+            .await
+            .unwrap();
         wait_for("the rotated key", &|ids| ids.first() == Some(&added.kid)).await;
     }
 }

@@ -22,3 +22,4 @@ mod swap;
 mod tasks;
 mod throttle;
 mod token;
+mod usernames;

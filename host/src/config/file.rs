@@ -160,7 +160,11 @@ fn check(loaded: &Loaded, file: Option<&Path>) -> Result<(), LoadError> {
                 Source::File => format!(
                     "config file {}: `{id}` = {}: {why}",
                     file.map_or_else(String::new, |p| p.display().to_string()),
-                    if value.parse::<i64>().is_ok() { value } else { shown }
+                    if value.parse::<i64>().is_ok() {
+                        value
+                    } else {
+                        shown
+                    }
                 ),
                 Source::Environment(variable) => format!("{variable}={value}: {why}"),
                 Source::Flag => format!("--{} {value}: {why}", id.replace('_', "-")),
@@ -201,11 +205,12 @@ fn value_text(key: &str, value: toml::Value, number: bool) -> Result<String, Str
             s.trim(),
             toml::Value::String(s.clone())
         )),
-        (value @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)), false) => {
-            Err(format!(
-                "`{key}` must be a string, in quotes ({key} = \"{value}\")"
-            ))
-        }
+        (
+            value @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
+            false,
+        ) => Err(format!(
+            "`{key}` must be a string, in quotes ({key} = \"{value}\")"
+        )),
         (toml::Value::Float(f), true) => Err(format!("`{key}` must be a whole number, not {f}")),
         (toml::Value::Boolean(b), true) => Err(format!("`{key}` must be a whole number, not {b}")),
         _ => Err(format!("`{key}` must be a string, number or boolean")),

@@ -364,11 +364,7 @@ pub struct SettingsArgs {
     /// client's /64 counts as one); past it, that address's new ones get
     /// 503. 0: no cap but --max-connections (behind a proxy that is the
     /// only address) [default: a quarter of --max-connections].
-    #[arg(
-        long,
-        env = "TASKFLOW_MAX_CONNECTIONS_PER_ADDRESS",
-        global = true
-    )]
+    #[arg(long, env = "TASKFLOW_MAX_CONNECTIONS_PER_ADDRESS", global = true)]
     pub max_connections_per_address: Option<usize>,
     /// Seconds from `keys rotate` until the new key signs (every replica
     /// must have read it by then).
@@ -551,7 +547,10 @@ impl SettingsArgs {
             ("component_deadline_ms", self.component_deadline_ms),
             ("decision_deadline_ms", self.decision_deadline_ms),
             ("component_memory_mib", self.component_memory_mib as u64),
-            ("component_max_instances", self.component_max_instances as u64),
+            (
+                "component_max_instances",
+                self.component_max_instances as u64,
+            ),
         ] {
             if value == 0 {
                 problems.push((name, "must be positive".to_owned()));

@@ -159,11 +159,21 @@ async fn password_grant(
             return Err(ApiError::TooManyAttempts(retry_after));
         }
     };
-    let Some(username) = login_name(state, &given, canonical).await? else {
+    let username = match login_name(state, &given, canonical).await {
+        Ok(Some(username)) => username,
         // Not a name any account can have: nothing to check.
-        reservation.not_checked();
-        tracing::info!(username = %shown, client = %client.ip(), "login failed: not a valid username");
-        return Err(oauth("invalid_grant", "the username or password is incorrect"));
+        Ok(None) => {
+            reservation.not_checked();
+            tracing::info!(username = %shown, client = %client.ip(), "login failed: not a valid username");
+            return Err(oauth(
+                "invalid_grant",
+                "the username or password is incorrect",
+            ));
+        }
+        Err(e) => {
+            reservation.not_checked();
+            return Err(e);
+        }
     };
     let outcome = decide_password_grant(state, &username, password, scopes).await;
     match &outcome {
@@ -208,11 +218,7 @@ async fn login_name(
         }
         return Ok(Some(canonical));
     }
-    Ok(state
-        .db
-        .credentials(given)
-        .await?
-        .map(|_| given.to_owned()))
+    Ok(state.db.credentials(given).await?.map(|_| given.to_owned()))
 }
 
 /// How many times a password grant is decided when the user's credentials

@@ -200,11 +200,15 @@ fn value_text(key: &str, value: toml::Value, number: bool) -> Result<String, Str
     match (value, number) {
         (toml::Value::Integer(i), true) => Ok(i.to_string()),
         (toml::Value::String(s), false) => Ok(s),
-        (toml::Value::String(s), true) => Err(format!(
-            "`{key}` must be a whole number, written without quotes ({key} = {}), not the string {}",
-            s.trim(),
-            toml::Value::String(s.clone())
-        )),
+        (toml::Value::String(s), true) => Err(match s.trim().parse::<u64>() {
+            Ok(n) => format!(
+                "`{key}` must be a whole number, written without quotes ({key} = {n}), not a string"
+            ),
+            Err(_) => format!(
+                "`{key}` must be a whole number, not the string {}",
+                toml::Value::String(s.clone())
+            ),
+        }),
         (
             value @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
             false,
@@ -302,6 +306,27 @@ mod tests {
         assert!(message("jwt_secret = \"x\"").contains("never read from the config file"));
         assert!(message("issuer = ").contains("line 1"));
         assert!(message("config = \"other.toml\"").contains("cannot name another"));
+        // Each value has its setting's type, and a sensible value.
+        assert!(message("token_ttl = \"900\"").contains(
+            "`token_ttl` must be a whole number, written without quotes (token_ttl = 900)"
+        ));
+        assert!(message("issuer = 5").contains("`issuer` must be a string"));
+        assert!(message("token_ttl = 1.5").contains("`token_ttl` must be a whole number"));
+        let out_of_range = message("leeway = 61\ntoken_ttl = 0\n");
+        assert!(out_of_range.contains("taskflow.toml: `leeway` = 61: must be at most 60"));
+        assert!(out_of_range.contains("taskflow.toml: `token_ttl` = 0: must be between 1"));
+    }
+
+    #[test]
+    fn out_of_range_values_are_named_as_given() {
+        let loaded = |args: &[&str]| {
+            let mut all = vec!["taskflow"];
+            all.extend_from_slice(args);
+            all.extend(["user", "list"]);
+            load_from(all).map(|_| ()).unwrap_err().to_string()
+        };
+        assert!(loaded(&["--leeway", "61"]).contains("--leeway 61: must be at most 60 seconds"));
+        assert!(loaded(&["--issuer", ""]).contains("--issuer : must not be empty"));
     }
 
     #[test]

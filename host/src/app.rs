@@ -11,10 +11,10 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::error::ApiError;
+use crate::hardening;
 use crate::metrics::{self, Metrics};
 use crate::policy::PolicyHandle;
 use crate::refresh::{RefreshLifetime, RefreshTokens};
@@ -58,7 +58,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Limits on how clients use a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
-    /// Longest a request body may take to arrive; past it, 408.
+    /// Longest a request body may take to arrive, in all, counted from
+    /// the end of its head; past it, 408.
     pub body_timeout: Duration,
 }
 
@@ -93,8 +94,13 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         // Handlers read bodies themselves with their own limits; this is the
         // backstop for anything that does not.
         .layer(DefaultBodyLimit::max(tasks::TASK_BODY_LIMIT))
-        // A client that stops sending its body cannot hold a handler.
-        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        // A client that stops sending its body, or sends it a byte at a
+        // time, cannot hold a handler past the deadline.
+        .layer(middleware::from_fn(move |request, next| {
+            hardening::body_deadline(limits.body_timeout, request, next)
+        }))
+        // RFC 9112 §3.2: no Host, or two, is a 400 (logged, as any answer).
+        .layer(middleware::from_fn(hardening::require_host))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -126,6 +132,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
+        .layer(middleware::from_fn(hardening::security_headers))
 }
 
 /// A client's own `x-request-id` is kept only when it is one short, plain

@@ -32,6 +32,8 @@ pub enum ApiError {
     InsufficientScope(Vec<String>),
     /// A bad query parameter (status 400).
     InvalidQuery(String),
+    /// A request HTTP itself refuses, such as one without a `Host` (status 400).
+    BadRequest(String),
     NotFound(&'static str),
     MethodNotAllowed,
     PayloadTooLarge {
@@ -56,9 +58,12 @@ impl From<StorageError> for ApiError {
 impl From<RefreshError> for ApiError {
     fn from(e: RefreshError) -> Self {
         match e {
+            // One description for both: a thief holding a used token must
+            // not learn that its owner refreshed it (the reuse revoked the
+            // family all the same, and is counted in the metrics).
             RefreshError::Invalid | RefreshError::Reused => ApiError::OAuth {
                 code: "invalid_grant",
-                description: e.to_string(),
+                description: RefreshError::Invalid.to_string(),
             },
             RefreshError::Random(_) | RefreshError::Storage(_) => {
                 ApiError::Unavailable(e.to_string())
@@ -81,7 +86,7 @@ impl ApiError {
             ApiError::NoCredentials => "unauthorized",
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::InsufficientScope(_) => "insufficient_scope",
-            ApiError::InvalidQuery(_) => "invalid_request",
+            ApiError::InvalidQuery(_) | ApiError::BadRequest(_) => "invalid_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::RequestTimeout => "request_timeout",
@@ -123,7 +128,9 @@ impl IntoResponse for ApiError {
                 let description = format!("this route requires the scope `{scopes}`");
                 (StatusCode::FORBIDDEN, description, Some(challenge))
             }
-            ApiError::InvalidQuery(description) => (StatusCode::BAD_REQUEST, description, None),
+            ApiError::InvalidQuery(description) | ApiError::BadRequest(description) => {
+                (StatusCode::BAD_REQUEST, description, None)
+            }
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found"), None),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

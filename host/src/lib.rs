@@ -4,7 +4,9 @@
 //! - [`config`]: command line, environment, the signing secret.
 //! - [`startup`]: opening storage, loading the policy, serving.
 //! - [`server`]: connections and their limits; [`app`]: state, router and
-//!   middleware; [`routes`]: the handlers;
+//!   middleware; [`hardening`]: what every request is held to (a deadline
+//!   for its body, its `Host`) and the security headers of every answer;
+//!   [`routes`]: the handlers;
 //!   [`openapi`]: the API document and the docs page.
 //! - [`auth`]: the Bearer check each protected route declares.
 //! - [`policy`]: the component, behind one door (wasmtime lives there only):
@@ -18,7 +20,9 @@
 //! - [`throttle`]: brute-force limits on `/token`; [`keys`]: the signing
 //!   key ring and its rotation.
 //! - [`metrics`]: what is counted, for `GET /metrics`; [`telemetry`]: logs.
-//! - [`commands`]: `taskflow user ...` and `taskflow auth ...`.
+//! - [`commands`]: `taskflow user ...` and `taskflow auth ...`;
+//!   [`username`]: usernames in RFC 8265's canonical form, and the least
+//!   a password is.
 
 pub mod admin;
 pub mod app;
@@ -29,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod form;
+pub mod hardening;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
@@ -42,3 +47,4 @@ pub mod storage;
 pub mod task;
 pub mod telemetry;
 pub mod throttle;
+pub mod username;

@@ -58,7 +58,12 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     let listen = settings.listen;
     let db = open_database(settings).await?;
     let (policy, ring) = load_policy(settings, &db).await?;
-    keys::follow(ring, policy.clone(), settings.key_refresh());
+    keys::follow(
+        ring,
+        policy.clone(),
+        settings.key_refresh(),
+        settings.signing_algorithm,
+    );
     let (stop_feed, feed_stopped) = tokio::sync::oneshot::channel::<()>();
     let feed = {
         let (db, url) = (db.clone(), settings.database_url());
@@ -77,15 +82,8 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
         sha256 = %info.sha256,
         "auth policy loaded"
     );
-    if let Some(signing) = policy.signing_keys().first()
-        && signing.algorithm != settings.signing_algorithm
-    {
-        tracing::warn!(
-            kid = %signing.kid,
-            signing = %signing.algorithm,
-            wanted = %settings.signing_algorithm,
-            "the signing key's algorithm is not --signing-algorithm; run `taskflow keys rotate` to add a key of that algorithm"
-        );
+    if let Some(signing) = policy.signing_keys().first() {
+        keys::warn_unless_wanted(signing, settings.signing_algorithm);
     }
     admin::serve(policy.clone(), settings.admin_socket())?;
     if let Some(interval) = settings.component_watch() {

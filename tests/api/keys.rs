@@ -364,3 +364,118 @@ async fn the_signing_algorithm_setting_picks_what_rotate_adds() {
         stderr(&refused)
     );
 }
+
+/// `keys retire` of a pending key retires it: it never signs, the key that
+/// signs goes on signing past the planned hand-over and past every
+/// retirement window (the ring is never left without a signer, where it
+/// once went empty and the key follower panicked), and a later rotation
+/// hands over as usual.
+#[tokio::test]
+async fn retiring_a_pending_key_keeps_the_signing_key() {
+    let mut options = rotating();
+    // Activation in 2 s; retired keys verify for 4 s.
+    options.extra_env[0].1 = "2".into();
+    let server = TestServer::start_with(options).await;
+    server.add_user("alice", "tasks:read");
+    let first = kid_of(&server.token("alice", None).await);
+    let rotated = server.cli(&["keys", "rotate"], "");
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    let pending = stdout(&rotated)
+        .strip_prefix("added HS256 key ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        stdout(&server.cli(&["keys", "list"], "")).contains(&format!("{pending}\tHS256\tpending")),
+        "the new key is pending"
+    );
+
+    let retired = server.cli(&["keys", "retire", &pending], "");
+    assert!(retired.status.success(), "{}", stderr(&retired));
+    let listed = stdout(&server.cli(&["keys", "list"], ""));
+    assert!(
+        listed.contains(&format!("{first}\tHS256\tsigning")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("{pending}\tHS256\tretired")),
+        "{listed}"
+    );
+
+    // Past the planned activation (2 s) and every retirement window (4 s
+    // more): every token is signed by the first key, and verifies.
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let token = server.token("alice", None).await;
+        assert_eq!(kid_of(&token), first, "a retired pending key signed");
+        assert_eq!(
+            server
+                .call("GET", "/tasks", Some(&token), None)
+                .await
+                .status(),
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        stdout(&retired).contains("will never sign"),
+        "{}",
+        stdout(&retired)
+    );
+    let listed = stdout(&server.cli(&["keys", "list"], ""));
+    assert!(
+        listed.contains(&format!("{first}\tHS256\tsigning")),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&pending),
+        "forgotten once its window passed: {listed}"
+    );
+    let refused = server.cli(&["keys", "retire", &first], "");
+    assert!(
+        stderr(&refused).contains("only key that signs"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // The follower is alive: a new rotation takes over.
+    let rotated = server.cli(&["keys", "rotate"], "");
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    let next = stdout(&rotated)
+        .strip_prefix("added HS256 key ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_owned();
+    eventually("the next key signing", || async {
+        kid_of(&server.token("alice", None).await) == next
+    })
+    .await;
+    let log = server.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// The algorithm warning of the start is also given when, while serving,
+/// a key of another algorithm than --signing-algorithm starts signing.
+#[tokio::test]
+async fn a_signing_key_of_another_algorithm_is_warned_of_when_it_takes_over() {
+    let server = TestServer::start_with(rotating()).await;
+    server.add_user("alice", "tasks:read");
+    assert!(
+        !server.log().contains("not --signing-algorithm"),
+        "{}",
+        server.log()
+    );
+    let rotated = server.cli(&["keys", "rotate", "--algorithm", "EdDSA"], "");
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    eventually("the EdDSA key signing", || async {
+        jsonwebtoken::decode_header(&server.token("alice", None).await)
+            .unwrap()
+            .alg
+            == jsonwebtoken::Algorithm::EdDSA
+    })
+    .await;
+    eventually("the warning", || async {
+        server.log().contains("not --signing-algorithm")
+    })
+    .await;
+}

@@ -89,7 +89,12 @@ async fn an_oversized_request_head_gets_431() {
 
 #[tokio::test]
 async fn connections_over_the_cap_get_503_until_one_closes() {
-    let server = TestServer::start_with(with_env(&[("TASKFLOW_MAX_CONNECTIONS", "2")])).await;
+    let server = TestServer::start_with(with_env(&[
+        ("TASKFLOW_MAX_CONNECTIONS", "2"),
+        // All from 127.0.0.1: no smaller share for one address.
+        ("TASKFLOW_MAX_CONNECTIONS_PER_ADDRESS", "0"),
+    ]))
+    .await;
     let mut first = TcpStream::connect(server.address()).unwrap();
     let mut second = TcpStream::connect(server.address()).unwrap();
     assert_eq!(request_on(&mut first), "HTTP/1.1 200 OK");

@@ -359,6 +359,121 @@ async fn a_bad_config_file_is_refused() {
     }
 }
 
+/// Every command checks the whole configuration the same way before it
+/// does anything: a value of the wrong type in the file, or one out of
+/// range (from the file, a variable or a flag), is refused naming where it
+/// came from.
+#[tokio::test]
+async fn every_command_refuses_a_bad_setting_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    let commands: [&[&str]; 7] = [
+        &["config", "show"],
+        &["config", "check"],
+        &["user", "list"],
+        &["user", "remove", "nobody"],
+        &["keys", "list"],
+        &["auth", "status"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-socket",
+            "/nonexistent/a.sock",
+        ],
+    ];
+    for (contents, expected) in [
+        (
+            "token_ttl = \"900\"\n",
+            "`token_ttl` must be a whole number",
+        ),
+        ("leeway = 61\n", "`leeway` = 61: must be at most 60 seconds"),
+        ("token_ttl = 0\n", "`token_ttl` = 0: must be between 1 and"),
+        ("issuer = \" \"\n", "`issuer` = \" \": must not be empty"),
+        ("log_format = 1\n", "`log_format` must be a string"),
+    ] {
+        std::fs::write(&file, contents).unwrap();
+        let options = Options::default();
+        for command in commands {
+            let mut args = vec!["--config", file.to_str().unwrap()];
+            args.extend_from_slice(command);
+            let data = dir.path().join("data");
+            let out = crate::harness::run_cli(&data, &options, &args, "");
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{contents} {command:?}: {}",
+                stderr(&out)
+            );
+            let message = stderr(&out);
+            assert!(message.contains("bad.toml"), "{command:?}: {message}");
+            assert!(message.contains(expected), "{command:?}: {message}");
+            assert!(!data.exists(), "{command:?} made the data directory");
+        }
+    }
+    // From a variable, or a flag: named as such.
+    let options = Options {
+        extra_env: vec![("TASKFLOW_LEEWAY".into(), "61".into())],
+        ..Options::default()
+    };
+    let out = crate::harness::run_cli(dir.path(), &options, &["user", "list"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("TASKFLOW_LEEWAY=61: must be at most 60 seconds"),
+        "{}",
+        stderr(&out)
+    );
+    let out = crate::harness::run_cli(
+        dir.path(),
+        &Options::default(),
+        &[
+            "config",
+            "show",
+            "--token-ttl",
+            "0",
+            "--decision-deadline-ms",
+            "0",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    for expected in [
+        "--token-ttl 0: ",
+        "--decision-deadline-ms 0: must be positive",
+    ] {
+        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+    }
+}
+
+/// `config check` writes nothing: no data directory, no compiled
+/// component in the cache, no generated secret.
+#[tokio::test]
+async fn config_check_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cache = dir.path().join("cache");
+    let options = Options {
+        secret: None,
+        extra_env: vec![(
+            "TASKFLOW_COMPONENT_CACHE_DIR".into(),
+            cache.display().to_string(),
+        )],
+        ..Options::default()
+    };
+    let out = crate::harness::run_cli(&data, &options, &["config", "check"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("compiled and self-checked"),
+        "{}",
+        stdout(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "config check wrote {left:?}");
+}
+
 /// `config check` loads what `serve` would, without serving, and fails
 /// with the reason when something is wrong.
 #[tokio::test]

@@ -21,6 +21,9 @@ pub enum LoadError {
     Cli(#[from] clap::Error),
     #[error("config file {}: {message}", path.display())]
     File { path: PathBuf, message: String },
+    /// Settings whose values make no sense, each named with its source.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
 }
 
 /// Where one setting's value came from.
@@ -54,11 +57,11 @@ where
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let first = Cli::command().try_get_matches_from(&args)?;
     let Some(path) = first.get_one::<PathBuf>("config").cloned() else {
-        return finish(&first, &BTreeSet::new());
+        return finish(&first, &BTreeSet::new(), None);
     };
     let mut command = Cli::command();
     let mut from_file = BTreeSet::new();
-    for (key, text) in read_table(&path)? {
+    for (key, value) in read_table(&path)? {
         let invalid = |message: String| LoadError::File {
             path: path.clone(),
             message,
@@ -84,6 +87,7 @@ where
                 setting_ids().join(", ")
             )));
         };
+        let text = value_text(&key, value, is_number(arg)).map_err(invalid)?;
         // The value goes through the option's own parser, so a bad one is
         // reported against the file rather than as a bad default.
         let flag = format!("--{}={text}", arg.get_long().unwrap_or(id.as_str()));
@@ -95,10 +99,14 @@ where
         from_file.insert(id);
     }
     let matches = command.try_get_matches_from(&args)?;
-    finish(&matches, &from_file)
+    finish(&matches, &from_file, Some(&path))
 }
 
-fn finish(matches: &ArgMatches, from_file: &BTreeSet<String>) -> Result<Loaded, LoadError> {
+fn finish(
+    matches: &ArgMatches,
+    from_file: &BTreeSet<String>,
+    file: Option<&Path>,
+) -> Result<Loaded, LoadError> {
     let cli = Cli::from_arg_matches(matches)?;
     let command = Cli::command();
     let settings = setting_ids()
@@ -126,7 +134,91 @@ fn finish(matches: &ArgMatches, from_file: &BTreeSet<String>) -> Result<Loaded, 
             (id, value, source)
         })
         .collect();
-    Ok(Loaded { cli, settings })
+    let loaded = Loaded { cli, settings };
+    check(&loaded, file)?;
+    Ok(loaded)
+}
+
+/// Refuses settings whose values make no sense together or alone
+/// ([`SettingsArgs::problems`]), each named as it was given: the file and
+/// key, the variable, or the flag.
+fn check(loaded: &Loaded, file: Option<&Path>) -> Result<(), LoadError> {
+    let problems: Vec<String> = loaded
+        .cli
+        .settings
+        .problems()
+        .into_iter()
+        .map(|(id, why)| {
+            let (value, source) = loaded
+                .settings
+                .iter()
+                .find(|(name, ..)| name == id)
+                .map(|(_, value, source)| (value.clone().unwrap_or_default(), source.clone()))
+                .unwrap_or((String::new(), Source::Default));
+            let shown = toml::Value::String(value.clone()).to_string();
+            match source {
+                Source::File => format!(
+                    "config file {}: `{id}` = {}: {why}",
+                    file.map_or_else(String::new, |p| p.display().to_string()),
+                    if value.parse::<i64>().is_ok() {
+                        value
+                    } else {
+                        shown
+                    }
+                ),
+                Source::Environment(variable) => format!("{variable}={value}: {why}"),
+                Source::Flag => format!("--{} {value}: {why}", id.replace('_', "-")),
+                Source::Default => format!("`{id}` (default {value}): {why}"),
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::Invalid(problems))
+    }
+}
+
+/// Whether a setting takes a whole number.
+fn is_number(arg: &clap::Arg) -> bool {
+    use std::any::TypeId;
+    let id = arg.get_value_parser().type_id();
+    [
+        TypeId::of::<u64>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<usize>(),
+        TypeId::of::<i64>(),
+    ]
+    .into_iter()
+    .any(|t| id == t)
+}
+
+/// A file value as command-line text, if it has its setting's type: a
+/// whole number for a number (`token_ttl = 900`, not `"900"`), a string
+/// for everything else.
+fn value_text(key: &str, value: toml::Value, number: bool) -> Result<String, String> {
+    match (value, number) {
+        (toml::Value::Integer(i), true) => Ok(i.to_string()),
+        (toml::Value::String(s), false) => Ok(s),
+        (toml::Value::String(s), true) => Err(match s.trim().parse::<u64>() {
+            Ok(n) => format!(
+                "`{key}` must be a whole number, written without quotes ({key} = {n}), not a string"
+            ),
+            Err(_) => format!(
+                "`{key}` must be a whole number, not the string {}",
+                toml::Value::String(s.clone())
+            ),
+        }),
+        (
+            value @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
+            false,
+        ) => Err(format!(
+            "`{key}` must be a string, in quotes ({key} = \"{value}\")"
+        )),
+        (toml::Value::Float(f), true) => Err(format!("`{key}` must be a whole number, not {f}")),
+        (toml::Value::Boolean(b), true) => Err(format!("`{key}` must be a whole number, not {b}")),
+        _ => Err(format!("`{key}` must be a string, number or boolean")),
+    }
 }
 
 /// The names of every setting (the global options), in declaration order.
@@ -137,8 +229,8 @@ fn setting_ids() -> Vec<String> {
         .collect()
 }
 
-/// The file's top-level keys with their values as command-line text.
-fn read_table(path: &Path) -> Result<Vec<(String, String)>, LoadError> {
+/// The file's top-level keys with their values.
+fn read_table(path: &Path) -> Result<Vec<(String, toml::Value)>, LoadError> {
     let invalid = |message: String| LoadError::File {
         path: path.to_owned(),
         message,
@@ -147,23 +239,7 @@ fn read_table(path: &Path) -> Result<Vec<(String, String)>, LoadError> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         invalid(e.message().to_owned() + &line_of(&text, e.span()))
     })?;
-    table
-        .into_iter()
-        .map(|(key, value)| {
-            let text = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                _ => {
-                    return Err(invalid(format!(
-                        "`{key}` must be a string, number or boolean"
-                    )));
-                }
-            };
-            Ok((key, text))
-        })
-        .collect()
+    Ok(table.into_iter().collect())
 }
 
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -230,6 +306,27 @@ mod tests {
         assert!(message("jwt_secret = \"x\"").contains("never read from the config file"));
         assert!(message("issuer = ").contains("line 1"));
         assert!(message("config = \"other.toml\"").contains("cannot name another"));
+        // Each value has its setting's type, and a sensible value.
+        assert!(message("token_ttl = \"900\"").contains(
+            "`token_ttl` must be a whole number, written without quotes (token_ttl = 900)"
+        ));
+        assert!(message("issuer = 5").contains("`issuer` must be a string"));
+        assert!(message("token_ttl = 1.5").contains("`token_ttl` must be a whole number"));
+        let out_of_range = message("leeway = 61\ntoken_ttl = 0\n");
+        assert!(out_of_range.contains("taskflow.toml: `leeway` = 61: must be at most 60"));
+        assert!(out_of_range.contains("taskflow.toml: `token_ttl` = 0: must be between 1"));
+    }
+
+    #[test]
+    fn out_of_range_values_are_named_as_given() {
+        let loaded = |args: &[&str]| {
+            let mut all = vec!["taskflow"];
+            all.extend_from_slice(args);
+            all.extend(["user", "list"]);
+            load_from(all).map(|_| ()).unwrap_err().to_string()
+        };
+        assert!(loaded(&["--leeway", "61"]).contains("--leeway 61: must be at most 60 seconds"));
+        assert!(loaded(&["--issuer", ""]).contains("--issuer : must not be empty"));
     }
 
     #[test]

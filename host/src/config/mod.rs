@@ -113,7 +113,9 @@ pub enum AuthCommand {
 pub enum UserCommand {
     /// Add a user; the password is read from standard input (one line).
     Add {
-        /// The name the user logs in with: 1 to 64 characters, no spaces.
+        /// The name the user logs in with, up to 64 characters; stored in
+        /// RFC 8265's canonical form (lower case, NFC, usual width), and
+        /// refused if it is another user's in that form.
         username: String,
         /// Space-separated scopes, e.g. "tasks:read tasks:write".
         #[arg(long, default_value = "")]
@@ -370,6 +372,12 @@ pub struct SettingsArgs {
         global = true
     )]
     pub max_connections: usize,
+    /// Most client connections open at once from one address (an IPv6
+    /// client's /64 counts as one); past it, that address's new ones get
+    /// 503. 0: no cap but --max-connections (behind a proxy that is the
+    /// only address) [default: a quarter of --max-connections].
+    #[arg(long, env = "TASKFLOW_MAX_CONNECTIONS_PER_ADDRESS", global = true)]
+    pub max_connections_per_address: Option<usize>,
     /// Seconds from `keys rotate` until the new key signs (every replica
     /// must have read it by then).
     #[arg(
@@ -480,10 +488,16 @@ impl SettingsArgs {
 
     /// Limits on client connections (zeros are raised to the least that works).
     pub fn connection_limits(&self) -> ConnectionLimits {
+        let max_connections = self.max_connections.max(1);
         ConnectionLimits {
             header_timeout: Duration::from_secs(self.header_timeout.max(1)),
             max_header_bytes: self.max_header_bytes.max(1024),
-            max_connections: self.max_connections.max(1),
+            max_connections,
+            max_connections_per_address: match self.max_connections_per_address {
+                Some(0) => None,
+                Some(cap) => Some(cap.min(max_connections)),
+                None => Some((max_connections / 4).max(1)),
+            },
         }
     }
 
@@ -519,17 +533,55 @@ impl SettingsArgs {
         (self.component_watch_ms > 0).then(|| Duration::from_millis(self.component_watch_ms))
     }
 
-    /// Component path and sandbox limits.
-    pub fn policy_config(&self) -> Result<PolicyConfig, ConfigError> {
-        if self.component_deadline_ms == 0
-            || self.decision_deadline_ms == 0
-            || self.component_memory_mib == 0
-            || self.component_max_instances == 0
-        {
-            return Err(ConfigError::Invalid(
-                "component deadlines, memory limit and instance limit must be positive".into(),
+    /// Every setting whose value makes no sense, by name, with why. Every
+    /// command checks them as it starts ([`file::load`]), naming where
+    /// each value came from.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        for (name, value) in [("issuer", &self.issuer), ("audience", &self.audience)] {
+            if value.trim().is_empty() {
+                problems.push((name, "must not be empty".to_owned()));
+            }
+        }
+        if !(1..=u64::from(u32::MAX)).contains(&self.token_ttl) {
+            problems.push((
+                "token_ttl",
+                format!("must be between 1 and {} seconds", u32::MAX),
             ));
         }
+        if self.leeway > MAX_LEEWAY_SECONDS {
+            problems.push((
+                "leeway",
+                format!("must be at most {MAX_LEEWAY_SECONDS} seconds"),
+            ));
+        }
+        for (name, value) in [
+            ("component_deadline_ms", self.component_deadline_ms),
+            ("decision_deadline_ms", self.decision_deadline_ms),
+            ("component_memory_mib", self.component_memory_mib as u64),
+            (
+                "component_max_instances",
+                self.component_max_instances as u64,
+            ),
+        ] {
+            if value == 0 {
+                problems.push((name, "must be positive".to_owned()));
+            }
+        }
+        problems
+    }
+
+    /// The first of [`Self::problems`], as an error naming its setting.
+    fn check(&self) -> Result<(), ConfigError> {
+        match self.problems().into_iter().next() {
+            Some((name, why)) => Err(ConfigError::Invalid(format!("`{name}` {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Component path and sandbox limits.
+    pub fn policy_config(&self) -> Result<PolicyConfig, ConfigError> {
+        self.check()?;
         Ok(PolicyConfig {
             component: self
                 .auth_component
@@ -555,28 +607,8 @@ impl SettingsArgs {
 
     /// Token settings and the signing key, validated.
     pub fn policy_settings(&self) -> Result<PolicySettings, ConfigError> {
-        self.check_token_settings()?;
+        self.check()?;
         self.policy_settings_with(self.signing_secret()?)
-    }
-
-    fn check_token_settings(&self) -> Result<(), ConfigError> {
-        if self.issuer.trim().is_empty() || self.audience.trim().is_empty() {
-            return Err(ConfigError::Invalid(
-                "issuer and audience must not be empty".into(),
-            ));
-        }
-        if !(1..=u64::from(u32::MAX)).contains(&self.token_ttl) {
-            return Err(ConfigError::Invalid(format!(
-                "token TTL must be between 1 and {} seconds",
-                u32::MAX
-            )));
-        }
-        if self.leeway > MAX_LEEWAY_SECONDS {
-            return Err(ConfigError::Invalid(format!(
-                "leeway must be at most {MAX_LEEWAY_SECONDS} seconds"
-            )));
-        }
-        Ok(())
     }
 
     /// Token settings, validated, signing with `secret`.
@@ -593,7 +625,7 @@ impl SettingsArgs {
         &self,
         keys: Vec<SigningKey>,
     ) -> Result<PolicySettings, ConfigError> {
-        self.check_token_settings()?;
+        self.check()?;
         Ok(PolicySettings {
             signing_keys: keys,
             issuer: self.issuer.clone(),

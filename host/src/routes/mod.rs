@@ -45,7 +45,7 @@ pub(crate) async fn read_body(
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            if caused_by_timeout(&e) {
+            if crate::hardening::is_deadline_error(&e) {
                 ApiError::RequestTimeout
             } else {
                 ApiError::InvalidBody("the body could not be read".into())
@@ -61,18 +61,6 @@ pub(crate) async fn read_body(
         buffer.extend_from_slice(&data);
     }
     Ok(buffer.freeze())
-}
-
-/// Whether reading failed because the body timeout struck.
-fn caused_by_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if error.is::<tower_http::timeout::TimeoutError>() {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
 }
 
 /// Reads and drops what is left of `body`, within [`DRAIN_BYTES`] and [`DRAIN_TIME`].

@@ -17,6 +17,7 @@ use crate::keys::unix_now;
 use crate::metrics::ComponentCall;
 use crate::policy::{Grant, GrantRefusal};
 use crate::refresh::{RefreshError, RefreshTokens};
+use crate::username;
 
 /// The contract's cap on a token request body.
 pub const TOKEN_BODY_LIMIT: usize = 8 * 1024;
@@ -129,21 +130,49 @@ async fn password_grant(
     mut params: HashMap<String, String>,
     scopes: Option<Vec<String>>,
 ) -> Result<Response, ApiError> {
-    let username = params
+    let given = params
         .remove("username")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `username`"))?;
     let password = params
         .remove("password")
         .ok_or_else(|| oauth("invalid_request", "missing parameter `password`"))?;
+    // RFC 8265: `Alice`, `ALICE` and `ａｌｉｃｅ` are `alice`, and count
+    // against one limit. A name that cannot be canonical counts as given.
+    let canonical = username::canonical(&given).ok();
+    let limited = canonical.as_deref().unwrap_or(&given);
+    let shown = username::printable(limited);
 
     // Past the limit the password is not even checked. Below it, this
     // attempt takes its place under the limit before the check, so that
     // guesses arriving together are counted together.
-    let reservation = match state.logins.reserve(&username, client.ip(), Instant::now()) {
+    let reservation = match state.logins.reserve(limited, client.ip(), Instant::now()) {
         Ok(reservation) => reservation,
         Err(wait) => {
+            let retry_after = wait.as_secs_f64().ceil() as u64;
+            tracing::warn!(
+                username = %shown,
+                client = %client.ip(),
+                retry_after,
+                "login refused, password not checked: too many failed logins for this user or address"
+            );
             state.metrics.record_login_refusal();
-            return Err(ApiError::TooManyAttempts(wait.as_secs_f64().ceil() as u64));
+            return Err(ApiError::TooManyAttempts(retry_after));
+        }
+    };
+    let username = match login_name(state, &given, canonical).await {
+        Ok(Some(username)) => username,
+        // Not a name any account can have: nothing to check.
+        Ok(None) => {
+            reservation.not_checked();
+            tracing::info!(username = %shown, client = %client.ip(), "login failed: not a valid username");
+            return Err(oauth(
+                "invalid_grant",
+                "the username or password is incorrect",
+            ));
+        }
+        Err(e) => {
+            reservation.not_checked();
+            return Err(e);
         }
     };
     let outcome = decide_password_grant(state, &username, password, scopes).await;
@@ -151,7 +180,15 @@ async fn password_grant(
         // No answer: whether the password was checked is unknown, and an
         // overloaded or failing policy or database must not lock users out.
         Err(_) => reservation.not_checked(),
-        Ok(Err(GrantRefusal::InvalidGrant)) => reservation.failed(),
+        Ok(Err(GrantRefusal::InvalidGrant)) => {
+            // The name only: never the password, not even its length.
+            tracing::info!(
+                username = %shown,
+                client = %client.ip(),
+                "login failed: unknown user or wrong password"
+            );
+            reservation.failed();
+        }
         Ok(Err(GrantRefusal::InvalidRequest(_) | GrantRefusal::UnsupportedGrant)) => {
             reservation.not_checked();
         }
@@ -161,6 +198,27 @@ async fn password_grant(
     let (grant, refresh_token) =
         outcome?.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;
     Ok(token_response(grant, refresh_token))
+}
+
+/// The account a login names: its canonical form (RFC 8265), or, when no
+/// account has that name, an account stored before names were made
+/// canonical whose name is exactly as given. `None`: the name cannot be
+/// any account's.
+async fn login_name(
+    state: &AppState,
+    given: &str,
+    canonical: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    if let Some(canonical) = canonical {
+        if canonical == given || state.db.credentials(&canonical).await?.is_some() {
+            return Ok(Some(canonical));
+        }
+        if state.db.credentials(given).await?.is_some() {
+            return Ok(Some(given.to_owned()));
+        }
+        return Ok(Some(canonical));
+    }
+    Ok(state.db.credentials(given).await?.map(|_| given.to_owned()))
 }
 
 /// How many times a password grant is decided when the user's credentials

@@ -14,6 +14,15 @@ pub struct StoredKey {
     pub retired_at: Option<i64>,
 }
 
+/// What a rotation or a retirement writes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    /// Keys to add.
+    pub insert: Vec<StoredKey>,
+    /// Keys whose retirement moves: to this time, or (`None`) to never.
+    pub retire: Vec<(String, Option<i64>)>,
+}
+
 impl Database {
     /// Every stored key, oldest first.
     pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StorageError> {
@@ -25,15 +34,39 @@ impl Database {
         .await?)
     }
 
-    /// Adds `new` and retires the keys in `retire` at `retire_at`, at once.
-    pub async fn add_signing_key(
+    /// Changes the stored keys as `decide` says, deciding on the rows as
+    /// they are at that moment: no other rotation or retirement runs
+    /// between the read and the write (SQLite's write lock, taken at the
+    /// start; on PostgreSQL, the table locked against other writers).
+    /// Nothing is written if `decide` refuses.
+    pub async fn change_signing_keys<E: From<StorageError>>(
         &self,
-        new: &[StoredKey],
-        retire: &[String],
-        retire_at: i64,
-    ) -> Result<(), StorageError> {
+        decide: impl FnOnce(&[StoredKey]) -> Result<KeyChange, E>,
+    ) -> Result<(), E> {
         let mut tx = self.begin_write().await?;
-        for key in new {
+        if self.backend == super::Backend::Postgres {
+            sqlx::query("LOCK TABLE signing_keys IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .map_err(StorageError::from)?;
+        }
+        let stored = sqlx::query_as::<_, StoredKey>(
+            "SELECT kid, algorithm, sealed, created_at, activates_at, retired_at
+             FROM signing_keys ORDER BY activates_at, created_at, kid",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::from)?;
+        let change = match decide(&stored) {
+            Ok(change) => change,
+            Err(e) => {
+                // At once: a dropped SQLite transaction keeps the write lock
+                // until its connection is next used.
+                tx.rollback().await.map_err(StorageError::from)?;
+                return Err(e);
+            }
+        };
+        for key in &change.insert {
             sqlx::query(
                 "INSERT INTO signing_keys (kid, algorithm, sealed, created_at, activates_at, retired_at)
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -45,33 +78,19 @@ impl Database {
             .bind(key.activates_at)
             .bind(key.retired_at)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(StorageError::from)?;
         }
-        for kid in retire {
-            sqlx::query(
-                "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL",
-            )
-            .bind(retire_at)
-            .bind(kid)
-            .execute(&mut *tx)
-            .await?;
+        for (kid, retired_at) in &change.retire {
+            sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2")
+                .bind(*retired_at)
+                .bind(kid)
+                .execute(&mut *tx)
+                .await
+                .map_err(StorageError::from)?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(StorageError::from)?;
         Ok(())
-    }
-
-    /// Retires `kid` at `at` (sooner, if a rotation planned it for later);
-    /// false if there is no such key not retired by then.
-    pub async fn retire_signing_key(&self, kid: &str, at: i64) -> Result<bool, StorageError> {
-        let result = sqlx::query(
-            "UPDATE signing_keys SET retired_at = $1
-             WHERE kid = $2 AND (retired_at IS NULL OR retired_at > $1)",
-        )
-        .bind(at)
-        .bind(kid)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() > 0)
     }
 
     /// Forgets keys retired before `before`: no token they signed is still valid.

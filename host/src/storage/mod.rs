@@ -26,7 +26,7 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 pub use change_feed::FeedTiming;
 pub use changes::{AuthChange, CHANGES_CHANNEL, LoggedChange};
 pub use grants::Credentials;
-pub use keys::StoredKey;
+pub use keys::{KeyChange, StoredKey};
 pub use refresh_tokens::{NewRefreshToken, Rotation, StoredRefreshToken};
 pub use token_status::UserStatus;
 pub use users::StoredUser;

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::policy::PolicyHandle;
 use crate::refresh::{RefreshLifetime, RefreshTokens};
+use crate::routes::metadata::{self, ServerMetadata};
 use crate::routes::{health, jwks, revoke, tasks, token, users};
 use crate::storage::Database;
 use crate::throttle::LoginThrottle;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `None` when refresh tokens are off.
     pub refresh: Option<RefreshTokens>,
+    /// What `/.well-known/oauth-authorization-server` answers.
+    pub metadata: Arc<ServerMetadata>,
 }
 
 impl AppState {
@@ -41,6 +44,7 @@ impl AppState {
         policy: PolicyHandle,
         logins: LoginThrottle,
         refresh: Option<RefreshLifetime>,
+        metadata: ServerMetadata,
     ) -> Self {
         let metrics = Arc::new(Metrics::new(policy.clone()));
         Self {
@@ -49,6 +53,7 @@ impl AppState {
             policy,
             logins: Arc::new(logins),
             metrics,
+            metadata: Arc::new(metadata),
         }
     }
 }
@@ -76,6 +81,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/token", post(token::issue_token))
         .route("/revoke", post(revoke::revoke))
         .route("/.well-known/jwks.json", get(jwks::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata::metadata),
+        )
         .route("/users/me", get(users::me))
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route(

@@ -200,6 +200,10 @@ async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
     for removed in settings.removed_settings() {
         println!("warning: {removed}");
     }
+    for warning in settings.warnings() {
+        println!("warning: {warning}");
+    }
+    println!("ok: public URL {}", settings.public_url(settings.listen)?);
     let secret = settings.existing_signing_secret()?;
     match &secret {
         Some(secret) => println!(

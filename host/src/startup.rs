@@ -9,6 +9,7 @@ use crate::config::SettingsArgs;
 use crate::files;
 use crate::keys::{self, KeyRing};
 use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, UserRecord};
+use crate::routes::metadata::ServerMetadata;
 use crate::storage::{Database, StoredUser};
 use crate::throttle::LoginThrottle;
 use crate::{admin, reload, server};
@@ -56,6 +57,11 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
         tracing::warn!("{removed}");
     }
     let listen = settings.listen;
+    // Refused before anything starts; the default is known once bound.
+    settings.public_url(listen)?;
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
     let db = open_database(settings).await?;
     let (policy, ring) = load_policy(settings, &db).await?;
     keys::follow(ring, policy.clone(), settings.key_refresh());
@@ -101,8 +107,9 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");
     let logins = LoginThrottle::new(settings.login_limits());
+    let metadata = ServerMetadata::new(&settings.issuer, &settings.public_url(address)?);
     let app = app::router(
-        AppState::new(db, policy, logins, settings.refresh_lifetime()),
+        AppState::new(db, policy, logins, settings.refresh_lifetime(), metadata),
         app::HttpLimits {
             body_timeout: settings.body_timeout(),
         },

@@ -12,6 +12,7 @@ mod interop;
 mod keys;
 mod lifecycle;
 mod limits;
+mod metadata;
 mod operations;
 mod protected;
 mod refresh;

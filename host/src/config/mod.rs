@@ -227,6 +227,11 @@ pub struct SettingsArgs {
         global = true
     )]
     pub audience: String,
+    /// The URL clients reach this server at, for the absolute URLs of
+    /// `/.well-known/oauth-authorization-server` (e.g.
+    /// https://tasks.example.com) [default: http:// and the listen address].
+    #[arg(long, env = "TASKFLOW_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
     /// Access-token lifetime in seconds (1 to 4294967295).
     #[arg(
         long,
@@ -441,6 +446,42 @@ impl SettingsArgs {
             max_connections: self.database_max_connections.max(1),
             timeout: Duration::from_millis(self.database_timeout_ms.max(1)),
         }
+    }
+
+    /// The URL clients reach this server at, without a trailing slash:
+    /// `--public-url`, or `http://` and `listening` (the address `serve`
+    /// is bound to). Only an absolute `http` or `https` URL, without a
+    /// query, is taken.
+    pub fn public_url(&self, listening: SocketAddr) -> Result<String, ConfigError> {
+        let Some(url) = &self.public_url else {
+            return Ok(format!("http://{listening}"));
+        };
+        let invalid = || {
+            ConfigError::Invalid(format!(
+                "public URL {url:?} is not an absolute http or https URL without a query"
+            ))
+        };
+        let uri: axum::http::Uri = url.parse().map_err(|_| invalid())?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !scheme_ok || uri.authority().is_none() || uri.query().is_some() || url.contains('#') {
+            return Err(invalid());
+        }
+        Ok(url.trim_end_matches('/').to_owned())
+    }
+
+    /// Why the settings, though usable, go against a standard: RFC 8414
+    /// §2 wants the issuer to be an `https` URL (the default `taskflow`
+    /// stays, for the tokens issued so far).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.issuer.starts_with("https://") {
+            warnings.push(format!(
+                "the issuer {:?} is not an https URL; RFC 8414 §2 wants one (e.g. --issuer https://tasks.example.com), \
+                 but changing it makes every token issued so far invalid",
+                self.issuer
+            ));
+        }
+        warnings
     }
 
     /// How long refresh tokens live; `None` when they are off.
@@ -777,6 +818,41 @@ mod tests {
             settings.policy_settings(),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_the_listen_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = args(dir.path());
+        let listening: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        assert_eq!(
+            settings.public_url(listening).unwrap(),
+            "http://127.0.0.1:4321"
+        );
+        settings.public_url = Some("https://tasks.example.com/api/".into());
+        assert_eq!(
+            settings.public_url(listening).unwrap(),
+            "https://tasks.example.com/api"
+        );
+        for bad in [
+            "tasks.example.com",
+            "ftp://tasks.example.com",
+            "https://tasks.example.com/?a=b",
+            "https://tasks.example.com/#x",
+            "/relative",
+        ] {
+            settings.public_url = Some(bad.into());
+            assert!(settings.public_url(listening).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_non_https_issuer_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = args(dir.path());
+        assert_eq!(settings.warnings().len(), 1);
+        settings.issuer = "https://tasks.example.com".into();
+        assert!(settings.warnings().is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod jwks;
+pub mod metadata;
 pub mod revoke;
 pub mod tasks;
 pub mod token;

@@ -3,6 +3,12 @@
 //! used one presented again revokes the whole family, with the access tokens
 //! issued along with it.
 //!
+//! Within the reuse grace (`--refresh-token-reuse-grace`, off by default),
+//! a used token presented again soon after its use (a client whose answer
+//! was lost) gets a fresh pair instead: its successor is superseded, so the
+//! family still has a single token left to use, and a replay after the
+//! grace, or of a superseded token, is a reuse as always.
+//!
 //! The host keeps them, not the policy: they are storage, and nothing but
 //! the host can read them. The policy still decides each refresh (does the
 //! user exist, which scopes), through its `refresh-token` export.
@@ -38,6 +44,10 @@ pub struct RefreshLifetime {
     pub idle: Duration,
     /// A family, from its login, however often it is used; `None`: no cap.
     pub absolute: Option<Duration>,
+    /// How long after its use a used token may be presented again for a
+    /// fresh pair in place of its successor; zero: never (strict reuse
+    /// detection).
+    pub reuse_grace: Duration,
 }
 
 /// A refresh token that may be used: whose grant it carries.
@@ -49,6 +59,16 @@ pub struct Redeemed {
     pub username: String,
     /// The scopes of the grant that began the family.
     pub scopes: Vec<String>,
+    /// A used token presented again within the grace: the successor it
+    /// replaces.
+    supersedes: Option<String>,
+}
+
+impl Redeemed {
+    /// Whether this is a used token presented again within the grace.
+    pub fn is_grace_replay(&self) -> bool {
+        self.supersedes.is_some()
+    }
 }
 
 /// The refresh tokens of one deployment.
@@ -102,7 +122,9 @@ impl RefreshTokens {
 
     /// Checks `token`. A token used before means it leaked (or a client
     /// retried): the family is revoked, the thief's copy and the client's
-    /// alike, and the user must log in again.
+    /// alike, and the user must log in again; unless it was used within the
+    /// reuse grace and its successor is still unused, which it may then
+    /// replace ([`Self::rotate`]).
     pub async fn redeem(&self, token: &str, now: i64) -> Result<Redeemed, RefreshError> {
         let token_hash = digest(token);
         let Some(stored) = self.db.find_refresh_token(&token_hash).await? else {
@@ -111,10 +133,19 @@ impl RefreshTokens {
         if stored.revoked_at.is_some() || stored.expires_at <= now {
             return Err(RefreshError::Invalid);
         }
-        if stored.used_at.is_some() {
-            self.revoke_family(&stored.family, &stored.username, now)
-                .await?;
-            return Err(RefreshError::Reused);
+        let mut supersedes = None;
+        if let Some(used_at) = stored.used_at {
+            let grace_ends = seconds_after(used_at, self.lifetime.reuse_grace);
+            match stored.successor_hash {
+                // Whether the successor is still unused is checked where
+                // it is superseded, in the same statement.
+                Some(successor) if now < grace_ends => supersedes = Some(successor),
+                _ => {
+                    self.revoke_family(&stored.family, &stored.username, now)
+                        .await?;
+                    return Err(RefreshError::Reused);
+                }
+            }
         }
         Ok(Redeemed {
             token_hash,
@@ -126,12 +157,15 @@ impl RefreshTokens {
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect(),
+            supersedes,
         })
     }
 
     /// Uses up `redeemed` and returns its successor, issued together with
     /// `access_token`. If another request used it first (a race, or a
-    /// replay), that is a reuse like any other.
+    /// replay), that is a reuse like any other. A replay within the grace
+    /// supersedes the successor it got before, unless that one was used
+    /// (by the client, or by a replay racing this one): then it is a reuse.
     pub async fn rotate(
         &self,
         redeemed: &Redeemed,
@@ -152,11 +186,19 @@ impl RefreshTokens {
                 now,
             )
         };
-        match self
-            .db
-            .rotate_refresh_token(&redeemed.token_hash, &next)
-            .await?
-        {
+        let rotation = match &redeemed.supersedes {
+            None => {
+                self.db
+                    .rotate_refresh_token(&redeemed.token_hash, &next)
+                    .await?
+            }
+            Some(successor) => {
+                self.db
+                    .supersede_refresh_token(&redeemed.token_hash, successor, &next)
+                    .await?
+            }
+        };
+        match rotation {
             Rotation::Rotated => Ok(token),
             Rotation::Used => {
                 self.revoke_family(&redeemed.family, &redeemed.username, now)
@@ -262,8 +304,77 @@ mod tests {
         let lifetime = RefreshLifetime {
             idle: Duration::from_secs(100),
             absolute: Some(Duration::from_secs(150)),
+            reuse_grace: Duration::ZERO,
         };
         (RefreshTokens::new(db, lifetime), dir)
+    }
+
+    async fn with_grace(seconds: u64) -> (RefreshTokens, tempfile::TempDir) {
+        let (mut refresh, dir) = tokens().await;
+        refresh.lifetime.reuse_grace = Duration::from_secs(seconds);
+        (refresh, dir)
+    }
+
+    #[tokio::test]
+    async fn within_the_grace_a_replay_replaces_the_successor() {
+        let (refresh, _dir) = with_grace(10).await;
+        let first = start(&refresh, &[], 10).await;
+        let redeemed = refresh.redeem(&first, 20).await.unwrap();
+        assert!(!redeemed.is_grace_replay());
+        let lost = refresh.rotate(&redeemed, "", 20).await.unwrap();
+        // The answer with `lost` never arrived; the client sends `first` again.
+        let replay = refresh.redeem(&first, 29).await.unwrap();
+        assert!(replay.is_grace_replay());
+        let second = refresh.rotate(&replay, "", 29).await.unwrap();
+        // Another replay, still within the grace (counted from the use).
+        let replay = refresh.redeem(&first, 29).await.unwrap();
+        let third = refresh.rotate(&replay, "", 29).await.unwrap();
+        // Only the newest is left: an older one presented is a reuse...
+        assert!(matches!(
+            refresh.redeem(&second, 29).await,
+            Err(RefreshError::Reused)
+        ));
+        // ...which revokes the family, the newest included.
+        assert!(matches!(
+            refresh.redeem(&third, 29).await,
+            Err(RefreshError::Invalid)
+        ));
+        assert!(matches!(
+            refresh.redeem(&lost, 29).await,
+            Err(RefreshError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn past_the_grace_or_after_the_successor_was_used_a_replay_is_a_reuse() {
+        let (refresh, _dir) = with_grace(10).await;
+        let first = start(&refresh, &[], 10).await;
+        let redeemed = refresh.redeem(&first, 20).await.unwrap();
+        let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
+        assert!(matches!(
+            refresh.redeem(&first, 30).await,
+            Err(RefreshError::Reused)
+        ));
+        assert!(matches!(
+            refresh.redeem(&second, 30).await,
+            Err(RefreshError::Invalid)
+        ));
+
+        let first = start(&refresh, &[], 40).await;
+        let redeemed = refresh.redeem(&first, 41).await.unwrap();
+        let second = refresh.rotate(&redeemed, "", 41).await.unwrap();
+        // The client got `second` and used it: `first` again is a thief's.
+        let redeemed = refresh.redeem(&second, 42).await.unwrap();
+        let third = refresh.rotate(&redeemed, "", 42).await.unwrap();
+        let replay = refresh.redeem(&first, 43).await.unwrap();
+        assert!(matches!(
+            refresh.rotate(&replay, "", 43).await,
+            Err(RefreshError::Reused)
+        ));
+        assert!(matches!(
+            refresh.redeem(&third, 44).await,
+            Err(RefreshError::Invalid)
+        ));
     }
 
     #[tokio::test]

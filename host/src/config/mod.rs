@@ -258,6 +258,16 @@ pub struct SettingsArgs {
         global = true
     )]
     pub refresh_token_max_age: u64,
+    /// Seconds after its use during which a used refresh token presented
+    /// again (a client whose answer was lost) gets a fresh pair in place of
+    /// the one it got, instead of revoking its family; 0: never.
+    #[arg(
+        long,
+        env = "TASKFLOW_REFRESH_TOKEN_REUSE_GRACE",
+        default_value_t = 0,
+        global = true
+    )]
+    pub refresh_token_reuse_grace: u64,
     /// Clock skew allowed on `exp`/`nbf`, in seconds (at most 60).
     #[arg(long, env = "TASKFLOW_LEEWAY", default_value_t = 30, global = true)]
     pub leeway: u64,
@@ -490,6 +500,7 @@ impl SettingsArgs {
             idle: Duration::from_secs(self.refresh_token_ttl),
             absolute: (self.refresh_token_max_age > 0)
                 .then(|| Duration::from_secs(self.refresh_token_max_age)),
+            reuse_grace: Duration::from_secs(self.refresh_token_reuse_grace),
         })
     }
 

@@ -259,6 +259,9 @@ async fn refresh_grant(
         .rotate(&redeemed, &grant.access_token, unix_now())
         .await
         .inspect_err(reuse)?;
+    if redeemed.is_grace_replay() {
+        state.metrics.record_refresh_grace_replay();
+    }
     Ok(token_response(grant, Some(next)))
 }
 

@@ -19,7 +19,7 @@ use crate::metrics::{self, Metrics};
 use crate::policy::PolicyHandle;
 use crate::refresh::{RefreshLifetime, RefreshTokens};
 use crate::routes::metadata::{self, ServerMetadata};
-use crate::routes::{health, jwks, revoke, tasks, token, users};
+use crate::routes::{health, introspect, jwks, revoke, tasks, token, users};
 use crate::storage::Database;
 use crate::throttle::LoginThrottle;
 
@@ -80,6 +80,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/token", post(token::issue_token))
         .route("/revoke", post(revoke::revoke))
+        .route("/introspect", post(introspect::introspect))
         .route("/.well-known/jwks.json", get(jwks::jwks))
         .route(
             "/.well-known/oauth-authorization-server",

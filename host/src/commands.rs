@@ -14,7 +14,7 @@ use crate::config::{
     AuthCommand, ConfigCommand, KeysCommand, SecretSource, SettingsArgs, UserCommand,
 };
 use crate::keys::{self, KeyRing};
-use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, UserRecord};
+use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
 use crate::startup::open_database;
 use crate::storage::Database;
 
@@ -365,8 +365,18 @@ impl Directory for NoUsers {
         Box::pin(async { Ok(None) })
     }
 
-    fn is_revoked<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> DirectoryFuture<'a, bool> {
-        Box::pin(async { Ok(false) })
+    fn token_status<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: u64,
+    ) -> DirectoryFuture<'a, TokenStatus> {
+        Box::pin(async {
+            Ok(TokenStatus {
+                revoked: false,
+                user: None,
+            })
+        })
     }
 }
 

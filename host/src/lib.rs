@@ -23,7 +23,6 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
-pub mod claims;
 pub mod commands;
 pub mod config;
 pub mod error;

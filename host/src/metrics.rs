@@ -71,6 +71,7 @@ pub enum ComponentCall {
     DecideAccess,
     IssueToken,
     RefreshToken,
+    Introspect,
 }
 
 /// Every metric of one server. Cheap to update from any thread.
@@ -173,6 +174,7 @@ impl Metrics {
             ComponentCall::DecideAccess => "decide_access",
             ComponentCall::IssueToken => "issue_token",
             ComponentCall::RefreshToken => "refresh_token",
+            ComponentCall::Introspect => "introspect",
         };
         self.component_calls
             .get_or_create(&CallLabels { call })

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{health, jwks, metadata, revoke, tasks, token, users};
+use crate::routes::{health, introspect, jwks, metadata, revoke, tasks, token, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use crate::routes::{health, jwks, metadata, revoke, tasks, token, users};
     paths(
         token::issue_token,
         revoke::revoke,
+        introspect::introspect,
         jwks::jwks,
         metadata::metadata,
         users::me,

@@ -19,7 +19,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use crate::claims;
 use crate::storage::{Credentials, Database, NewRefreshToken, Rotation, StorageError};
 
 /// Random bytes in a refresh token: unguessable, so a plain digest stores it.
@@ -71,6 +70,16 @@ impl Redeemed {
     }
 }
 
+/// An active refresh token, as introspection answers it.
+#[derive(Debug)]
+pub struct ActiveRefreshToken {
+    pub username: String,
+    /// The scopes of the grant that began the family.
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
 /// The refresh tokens of one deployment.
 #[derive(Clone)]
 pub struct RefreshTokens {
@@ -84,7 +93,8 @@ impl RefreshTokens {
     }
 
     /// Begins a family for a password grant of `scopes` to `username`,
-    /// which issued `access_token` deciding on the credentials `seen`;
+    /// which issued the access token `access` (its `jti` and `exp`, as the
+    /// policy said them) deciding on the credentials `seen`;
     /// returns its first refresh token. `None`, storing nothing, if the
     /// user's credentials are no longer `seen`: the grant must not be
     /// handed out ([`Database::confirm_grant`]).
@@ -92,14 +102,13 @@ impl RefreshTokens {
         &self,
         username: &str,
         scopes: &[String],
-        access_token: &str,
+        access: (&str, i64),
         seen: Option<&Credentials>,
         now: i64,
     ) -> Result<Option<String>, RefreshError> {
         let (token, token_hash) = generate()?;
         let (family, _) = generate()?;
         let scopes = scopes.join(" ");
-        let access = claims::id_and_expiry(access_token);
         let family_expires_at = self
             .lifetime
             .absolute
@@ -113,7 +122,7 @@ impl RefreshTokens {
             now,
         );
         let row = NewRefreshToken {
-            access_token: access.as_ref().map(|(jti, exp)| (jti.as_str(), *exp)),
+            access_token: Some(access),
             ..row
         };
         let confirmed = self.db.confirm_grant(username, seen, Some(&row)).await?;
@@ -162,21 +171,20 @@ impl RefreshTokens {
     }
 
     /// Uses up `redeemed` and returns its successor, issued together with
-    /// `access_token`. If another request used it first (a race, or a
+    /// the access token `access` (`jti`, `exp`). If another request used it first (a race, or a
     /// replay), that is a reuse like any other. A replay within the grace
     /// supersedes the successor it got before, unless that one was used
     /// (by the client, or by a replay racing this one): then it is a reuse.
     pub async fn rotate(
         &self,
         redeemed: &Redeemed,
-        access_token: &str,
+        access: (&str, i64),
         now: i64,
     ) -> Result<String, RefreshError> {
         let (token, token_hash) = generate()?;
         let scopes = redeemed.scopes.join(" ");
-        let access = claims::id_and_expiry(access_token);
         let next = NewRefreshToken {
-            access_token: access.as_ref().map(|(jti, exp)| (jti.as_str(), *exp)),
+            access_token: Some(access),
             ..self.row(
                 &token_hash,
                 &redeemed.family,
@@ -209,6 +217,30 @@ impl RefreshTokens {
             // while the grant was decided: no reuse, just no longer valid.
             Rotation::Ended => Err(RefreshError::Invalid),
         }
+    }
+
+    /// RFC 7662: `token`, if it is a refresh token that may be used now
+    /// (not used, revoked or expired; its user not removed). Changes
+    /// nothing.
+    pub async fn introspect(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<ActiveRefreshToken>, RefreshError> {
+        let Some(stored) = self.db.find_refresh_token(&digest(token)).await? else {
+            return Ok(None);
+        };
+        let active =
+            stored.used_at.is_none() && stored.revoked_at.is_none() && stored.expires_at > now;
+        Ok(active.then(|| ActiveRefreshToken {
+            username: stored.username,
+            scopes: stored
+                .scopes
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            expires_at: stored.expires_at,
+        }))
     }
 
     /// RFC 7009: revokes the family `token` belongs to. False if it is not
@@ -286,11 +318,14 @@ mod tests {
     use super::*;
     use crate::storage::test_database;
 
+    /// An access token long expired, for tests that are not about them.
+    const NO_ACCESS: (&str, i64) = ("", 0);
+
     /// A login's first refresh token, issued at `now`.
     async fn start(refresh: &RefreshTokens, scopes: &[String], now: i64) -> String {
         let seen = refresh.db.credentials("alice").await.unwrap();
         refresh
-            .start("alice", scopes, "", seen.as_ref(), now)
+            .start("alice", scopes, NO_ACCESS, seen.as_ref(), now)
             .await
             .unwrap()
             .expect("the credentials did not change")
@@ -321,14 +356,14 @@ mod tests {
         let first = start(&refresh, &[], 10).await;
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
         assert!(!redeemed.is_grace_replay());
-        let lost = refresh.rotate(&redeemed, "", 20).await.unwrap();
+        let lost = refresh.rotate(&redeemed, NO_ACCESS, 20).await.unwrap();
         // The answer with `lost` never arrived; the client sends `first` again.
         let replay = refresh.redeem(&first, 29).await.unwrap();
         assert!(replay.is_grace_replay());
-        let second = refresh.rotate(&replay, "", 29).await.unwrap();
+        let second = refresh.rotate(&replay, NO_ACCESS, 29).await.unwrap();
         // Another replay, still within the grace (counted from the use).
         let replay = refresh.redeem(&first, 29).await.unwrap();
-        let third = refresh.rotate(&replay, "", 29).await.unwrap();
+        let third = refresh.rotate(&replay, NO_ACCESS, 29).await.unwrap();
         // Only the newest is left: an older one presented is a reuse...
         assert!(matches!(
             refresh.redeem(&second, 29).await,
@@ -350,7 +385,7 @@ mod tests {
         let (refresh, _dir) = with_grace(10).await;
         let first = start(&refresh, &[], 10).await;
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
-        let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
+        let second = refresh.rotate(&redeemed, NO_ACCESS, 20).await.unwrap();
         assert!(matches!(
             refresh.redeem(&first, 30).await,
             Err(RefreshError::Reused)
@@ -362,13 +397,13 @@ mod tests {
 
         let first = start(&refresh, &[], 40).await;
         let redeemed = refresh.redeem(&first, 41).await.unwrap();
-        let second = refresh.rotate(&redeemed, "", 41).await.unwrap();
+        let second = refresh.rotate(&redeemed, NO_ACCESS, 41).await.unwrap();
         // The client got `second` and used it: `first` again is a thief's.
         let redeemed = refresh.redeem(&second, 42).await.unwrap();
-        let third = refresh.rotate(&redeemed, "", 42).await.unwrap();
+        let third = refresh.rotate(&redeemed, NO_ACCESS, 42).await.unwrap();
         let replay = refresh.redeem(&first, 43).await.unwrap();
         assert!(matches!(
-            refresh.rotate(&replay, "", 43).await,
+            refresh.rotate(&replay, NO_ACCESS, 43).await,
             Err(RefreshError::Reused)
         ));
         assert!(matches!(
@@ -385,7 +420,7 @@ mod tests {
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
         assert_eq!(redeemed.username, "alice");
         assert_eq!(redeemed.scopes, vec!["tasks:read"]);
-        let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
+        let second = refresh.rotate(&redeemed, NO_ACCESS, 20).await.unwrap();
         assert_ne!(first, second);
         // The successor lives for the whole lifetime again...
         assert!(refresh.redeem(&second, 115).await.is_ok());
@@ -395,7 +430,7 @@ mod tests {
         ));
         // ...but never past the family's, counted from the login.
         let redeemed = refresh.redeem(&second, 100).await.unwrap();
-        let third = refresh.rotate(&redeemed, "", 100).await.unwrap();
+        let third = refresh.rotate(&redeemed, NO_ACCESS, 100).await.unwrap();
         assert!(refresh.redeem(&third, 159).await.is_ok());
         assert!(matches!(
             refresh.redeem(&third, 160).await,
@@ -408,7 +443,7 @@ mod tests {
         let (refresh, _dir) = tokens().await;
         let first = start(&refresh, &[], 10).await;
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
-        let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
+        let second = refresh.rotate(&redeemed, NO_ACCESS, 20).await.unwrap();
         assert!(matches!(
             refresh.redeem(&first, 30).await,
             Err(RefreshError::Reused)
@@ -425,9 +460,9 @@ mod tests {
         let first = start(&refresh, &[], 10).await;
         let a = refresh.redeem(&first, 20).await.unwrap();
         let b = refresh.redeem(&first, 20).await.unwrap();
-        let winner = refresh.rotate(&a, "", 20).await.unwrap();
+        let winner = refresh.rotate(&a, NO_ACCESS, 20).await.unwrap();
         assert!(matches!(
-            refresh.rotate(&b, "", 20).await,
+            refresh.rotate(&b, NO_ACCESS, 20).await,
             Err(RefreshError::Reused)
         ));
         assert!(matches!(
@@ -441,7 +476,7 @@ mod tests {
         let (refresh, _dir) = tokens().await;
         let first = start(&refresh, &[], 10).await;
         let redeemed = refresh.redeem(&first, 20).await.unwrap();
-        let second = refresh.rotate(&redeemed, "", 20).await.unwrap();
+        let second = refresh.rotate(&redeemed, NO_ACCESS, 20).await.unwrap();
         assert!(refresh.revoke(&first, 30).await.unwrap());
         assert!(!refresh.revoke("not-a-token", 30).await.unwrap());
         assert!(matches!(
@@ -469,7 +504,7 @@ mod tests {
         // A use decided before the change finds its token revoked: no
         // successor, and no reuse either.
         assert!(matches!(
-            refresh.rotate(&redeemed, "", 20).await,
+            refresh.rotate(&redeemed, NO_ACCESS, 20).await,
             Err(RefreshError::Invalid)
         ));
     }

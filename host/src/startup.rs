@@ -8,7 +8,7 @@ use crate::app::{self, AppState};
 use crate::config::SettingsArgs;
 use crate::files;
 use crate::keys::{self, KeyRing};
-use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, UserRecord};
+use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
 use crate::routes::metadata::ServerMetadata;
 use crate::storage::{Database, StoredUser};
 use crate::throttle::LoginThrottle;
@@ -179,18 +179,23 @@ impl Directory for DatabaseDirectory {
         })
     }
 
-    fn is_revoked<'a>(
+    fn token_status<'a>(
         &'a self,
         token_id: &'a str,
         subject: &'a str,
         issued_at: u64,
-    ) -> DirectoryFuture<'a, bool> {
+    ) -> DirectoryFuture<'a, TokenStatus> {
         Box::pin(async move {
             let issued_at = i64::try_from(issued_at).unwrap_or(i64::MAX);
-            self.db
-                .token_revoked(token_id, subject, issued_at)
+            let (revoked, user) = self
+                .db
+                .token_status_for_decision(token_id, subject, issued_at)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok(TokenStatus {
+                revoked,
+                user: user.map(user_record),
+            })
         })
     }
 }

@@ -9,6 +9,7 @@ mod credentials;
 mod docs;
 mod hostile_tokens;
 mod interop;
+mod introspect;
 mod keys;
 mod lifecycle;
 mod limits;

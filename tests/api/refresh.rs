@@ -498,6 +498,7 @@ async fn past_the_reuse_grace_a_replay_revokes_the_family() {
 async fn concurrent_replays_within_the_grace_never_fork_the_family() {
     let server = std::sync::Arc::new(with_grace(60).await);
     server.add_user("alice", "tasks:read");
+    let introspector = crate::introspect::introspector(&server).await;
     for round in 0..4 {
         let (_, first) = login(&server, "alice", None).await;
         let successor = tokens(refresh(&server, &first, None).await.json().await.unwrap());
@@ -529,6 +530,12 @@ async fn concurrent_replays_within_the_grace_never_fork_the_family() {
             working <= 1,
             "round {round}: {working} of {} access tokens of one family work",
             issued.len()
+        );
+        let usable =
+            crate::introspect::active_refresh_tokens(&server, &introspector, &issued).await;
+        assert!(
+            usable <= 1,
+            "round {round}: {usable} refresh tokens of one family usable"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP handlers: thin glue between requests, the policy and storage.
 
 pub mod health;
+pub mod introspect;
 pub mod jwks;
 pub mod metadata;
 pub mod revoke;

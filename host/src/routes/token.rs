@@ -201,7 +201,7 @@ async fn decide_password_grant(
                 .start(
                     username,
                     &grant.scopes,
-                    &grant.access_token,
+                    (&grant.token_id, grant.expires_at),
                     seen.as_ref(),
                     unix_now(),
                 )
@@ -256,7 +256,7 @@ async fn refresh_grant(
         .map_err(|refusal| refused(refusal, "the refresh token's user may no longer sign in"))?;
     // Only now is the token used up: a failure above leaves it usable.
     let next = refresh
-        .rotate(&redeemed, &grant.access_token, unix_now())
+        .rotate(&redeemed, (&grant.token_id, grant.expires_at), unix_now())
         .await
         .inspect_err(reuse)?;
     if redeemed.is_grace_replay() {

@@ -15,20 +15,20 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::error::ApiError;
+use crate::login_limits::LoginLimiter;
 use crate::metrics::{self, Metrics};
 use crate::policy::PolicyHandle;
 use crate::refresh::{RefreshLifetime, RefreshTokens};
 use crate::routes::metadata::{self, ServerMetadata};
 use crate::routes::{health, introspect, jwks, revoke, tasks, token, users};
 use crate::storage::Database;
-use crate::throttle::LoginThrottle;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Database,
     pub policy: PolicyHandle,
-    pub logins: Arc<LoginThrottle>,
+    pub logins: Arc<LoginLimiter>,
     pub metrics: Arc<Metrics>,
     /// `None` when refresh tokens are off.
     pub refresh: Option<RefreshTokens>,
@@ -42,7 +42,7 @@ impl AppState {
     pub fn new(
         db: Database,
         policy: PolicyHandle,
-        logins: LoginThrottle,
+        logins: LoginLimiter,
         refresh: Option<RefreshLifetime>,
         metadata: ServerMetadata,
     ) -> Self {

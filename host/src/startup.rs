@@ -8,10 +8,10 @@ use crate::app::{self, AppState};
 use crate::config::SettingsArgs;
 use crate::files;
 use crate::keys::{self, KeyRing};
+use crate::login_limits::LoginLimiter;
 use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
 use crate::routes::metadata::ServerMetadata;
 use crate::storage::{Database, StoredUser};
-use crate::throttle::LoginThrottle;
 use crate::{admin, reload, server};
 
 /// Opens the database in the data directory (created 0700 if missing).
@@ -106,7 +106,7 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");
-    let logins = LoginThrottle::new(settings.login_limits());
+    let logins = LoginLimiter::for_database(&db, settings.login_limits());
     let metadata = ServerMetadata::new(&settings.issuer, &settings.public_url(address)?);
     let app = app::router(
         AppState::new(db, policy, logins, settings.refresh_lifetime(), metadata),

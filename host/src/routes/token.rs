@@ -14,9 +14,11 @@ use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::form;
 use crate::keys::unix_now;
+use crate::login_limits::Refusal;
 use crate::metrics::ComponentCall;
 use crate::policy::{Grant, GrantRefusal};
 use crate::refresh::{RefreshError, RefreshTokens};
+use crate::storage::LoginOutcome;
 
 /// The contract's cap on a token request body.
 pub const TOKEN_BODY_LIMIT: usize = 8 * 1024;
@@ -139,25 +141,28 @@ async fn password_grant(
     // Past the limit the password is not even checked. Below it, this
     // attempt takes its place under the limit before the check, so that
     // guesses arriving together are counted together.
-    let reservation = match state.logins.reserve(&username, client.ip(), Instant::now()) {
+    let reservation = match state.logins.reserve(&username, client.ip()).await {
         Ok(reservation) => reservation,
-        Err(wait) => {
+        Err(Refusal::Limited(wait)) => {
             state.metrics.record_login_refusal();
             return Err(ApiError::TooManyAttempts(wait.as_secs_f64().ceil() as u64));
         }
+        // The counts cannot be read: no password is checked uncounted.
+        Err(e @ Refusal::Unavailable(_)) => return Err(ApiError::Unavailable(e.to_string())),
     };
     let outcome = decide_password_grant(state, &username, password, scopes).await;
-    match &outcome {
+    let settled = match &outcome {
         // No answer: whether the password was checked is unknown, and an
         // overloaded or failing policy or database must not lock users out.
-        Err(_) => reservation.not_checked(),
-        Ok(Err(GrantRefusal::InvalidGrant)) => reservation.failed(),
+        Err(_) => LoginOutcome::NotChecked,
+        Ok(Err(GrantRefusal::InvalidGrant)) => LoginOutcome::Failed,
         Ok(Err(GrantRefusal::InvalidRequest(_) | GrantRefusal::UnsupportedGrant)) => {
-            reservation.not_checked();
+            LoginOutcome::NotChecked
         }
         // The password was right, even if a scope was not.
-        Ok(Ok(_) | Err(GrantRefusal::InvalidScope(_))) => reservation.succeeded(),
-    }
+        Ok(Ok(_) | Err(GrantRefusal::InvalidScope(_))) => LoginOutcome::Succeeded,
+    };
+    reservation.settle(settled).await;
     let (grant, refresh_token) =
         outcome?.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;
     Ok(token_response(grant, refresh_token))

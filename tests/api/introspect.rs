@@ -12,17 +12,22 @@ pub async fn introspector(server: &TestServer) -> String {
     server.token("resource-server", None).await
 }
 
-/// Asks about `token` with `bearer`.
-pub async fn introspect(server: &TestServer, bearer: &str, token: &str) -> reqwest::Response {
+/// Posts `form` to `/introspect` with `bearer`.
+async fn post(server: &TestServer, bearer: &str, form: String) -> reqwest::Response {
     server
         .client
         .post(server.url("/introspect"))
         .bearer_auth(bearer)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", urlencode(token)))
+        .body(form)
         .send()
         .await
         .unwrap()
+}
+
+/// Asks about `token` with `bearer`.
+pub async fn introspect(server: &TestServer, bearer: &str, token: &str) -> reqwest::Response {
+    post(server, bearer, format!("token={}", urlencode(token))).await
 }
 
 /// The answer about `token`, which must be a 200 that is not cached.
@@ -91,15 +96,7 @@ async fn introspection_needs_a_token_with_its_scope() {
     )
     .await;
     let bearer = introspector(&server).await;
-    let missing = server
-        .client
-        .post(server.url("/introspect"))
-        .bearer_auth(&bearer)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("token_type_hint=access_token")
-        .send()
-        .await
-        .unwrap();
+    let missing = post(&server, &bearer, "token_type_hint=access_token".into()).await;
     assert_error(missing, 400, "invalid_request", None).await;
     let json_body = server
         .client
@@ -110,15 +107,7 @@ async fn introspection_needs_a_token_with_its_scope() {
         .await
         .unwrap();
     assert_error(json_body, 400, "invalid_request", None).await;
-    let repeated = server
-        .client
-        .post(server.url("/introspect"))
-        .bearer_auth(&bearer)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("token=a&token=b")
-        .send()
-        .await
-        .unwrap();
+    let repeated = post(&server, &bearer, "token=a&token=b".into()).await;
     assert_error(repeated, 400, "invalid_request", None).await;
 }
 
@@ -142,15 +131,12 @@ async fn an_active_access_token_answers_its_claims() {
         })
     );
     // The hint is only a hint.
-    let hinted = server
-        .client
-        .post(server.url("/introspect"))
-        .bearer_auth(&bearer)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}&token_type_hint=refresh_token"))
-        .send()
-        .await
-        .unwrap();
+    let hinted = post(
+        &server,
+        &bearer,
+        format!("token={token}&token_type_hint=refresh_token"),
+    )
+    .await;
     assert_eq!(hinted.json::<Value>().await.unwrap()["active"], true);
     // A scope withdrawn since (by the CLI: reaching the server through the
     // change log, within its bound) is no longer reported.

@@ -62,7 +62,8 @@ impl policy_kit::bindings::exports::taskflow::auth::policy::Guest for HostilePol
     }
 
     fn introspect(token: String) -> Result<Option<TokenClaims>, String> {
-        misbehave(&token);
+        // `loop.x.y`: the host asks the policy only about tokens with dots.
+        misbehave(token.split('.').next().unwrap_or_default());
         hosted::introspect(token)
     }
 }

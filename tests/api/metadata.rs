@@ -130,6 +130,21 @@ async fn config_check_warns_about_a_non_https_issuer() {
         "{report}"
     );
 
+    // From the config file, as every setting.
+    let file = data.path().join("taskflow.toml");
+    std::fs::write(
+        &file,
+        "public_url = \"https://from-file.example\"\nrefresh_token_reuse_grace = 5\n",
+    )
+    .unwrap();
+    let from_file = check(vec![("TASKFLOW_CONFIG", file.to_str().unwrap())]);
+    assert!(from_file.status.success());
+    let report = String::from_utf8_lossy(&from_file.stdout);
+    assert!(
+        report.contains("ok: public URL https://from-file.example"),
+        "{report}"
+    );
+
     let bad = check(vec![("TASKFLOW_PUBLIC_URL", "tasks.example.com")]);
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);

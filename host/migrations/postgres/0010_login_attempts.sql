@@ -3,8 +3,8 @@
 -- `address:IP`). A row counts from its reservation (`at_ms`, Unix
 -- milliseconds) until the window passes; `failed` is the order number of
 -- its failure, NULL while its password is being checked. Rows older than
--- the window are deleted by the next attempt, so the table holds at most
--- one window of attempts, and each key at most its limit of them.
+-- the window no longer count and are deleted every few attempts, so the
+-- table holds about one window of attempts, each key at most its limit.
 CREATE SEQUENCE login_attempt_seq;
 
 CREATE TABLE login_attempts (

@@ -8,6 +8,10 @@
 
 use super::{Database, StorageError};
 
+/// One reservation in this many also deletes the attempts of every key
+/// that left the window, so the table holds about one window of attempts.
+const PRUNE_EVERY: i64 = 32;
+
 /// What a reservation found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginReservation {
@@ -33,7 +37,9 @@ impl Database {
     /// Reserves a place for one attempt under each of `limits` (a key and
     /// the most attempts it may have in the window), counting every attempt
     /// reserved within `window_ms` before `now_ms`, failed or still being
-    /// checked. Attempts older than the window are deleted first.
+    /// checked. Now and then, attempts older than the window are deleted:
+    /// in a statement of its own, after the reservation's transaction, so
+    /// that it never holds a row another reservation waits for.
     pub async fn reserve_login(
         &self,
         limits: &[(String, usize)],
@@ -50,21 +56,18 @@ impl Database {
                 .await?;
         }
         let since = now_ms.saturating_sub(window_ms);
-        sqlx::query("DELETE FROM login_attempts WHERE at_ms <= $1")
-            .bind(since)
-            .execute(&mut *tx)
-            .await?;
         let mut wait = 0i64;
         for (key, limit) in limits {
             // The limit-th newest attempt: once it leaves the window, there
             // is room for one more.
             let offset = i64::try_from(limit.saturating_sub(1)).unwrap_or(i64::MAX);
             let oldest: Option<(i64,)> = sqlx::query_as(
-                "SELECT at_ms FROM login_attempts WHERE key = $1
+                "SELECT at_ms FROM login_attempts WHERE key = $1 AND at_ms > $3
                  ORDER BY at_ms DESC, attempt DESC LIMIT 1 OFFSET $2",
             )
             .bind(key)
             .bind(offset)
+            .bind(since)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some((at_ms,)) = oldest {
@@ -87,6 +90,12 @@ impl Database {
                 .await?;
         }
         tx.commit().await?;
+        if attempt % PRUNE_EVERY == 0 {
+            sqlx::query("DELETE FROM login_attempts WHERE at_ms <= $1")
+                .bind(since)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(LoginReservation::Reserved(attempt))
     }
 

@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use policy_kit::{
-    AccessDenial, AccessRequest, KeyAlgorithm, PolicySettings, SigningKey, UserRecord, policy,
+    AccessDenial, AccessRequest, KeyAlgorithm, PolicySettings, SigningKey, TokenStatus,
+    UserRecord, policy,
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -36,16 +37,19 @@ fuzz_target!(|data: &[u8]| {
         route: "/tasks".into(),
         required_scopes: vec!["tasks:read".into()],
     };
-    let anyone = |name: &str| {
-        Ok(Some(UserRecord {
-            username: name.to_owned(),
-            password_hash: String::new(),
-            scopes: vec!["tasks:read".into()],
-        }))
+    let anyone = |_: &str, name: &str, _: u64| {
+        Ok(TokenStatus {
+            revoked: false,
+            user: Some(UserRecord {
+                username: name.to_owned(),
+                password_hash: String::new(),
+                scopes: vec!["tasks:read".into()],
+            }),
+        })
     };
     // The fuzzer can forge neither an HMAC nor an Ed25519 signature: any
     // acceptance is a bug.
-    match policy::decide_access(&request, &settings, anyone, |_, _, _| Ok(false), NOW) {
+    match policy::decide_access(&request, &settings, anyone, NOW) {
         Ok(principal) => panic!("accepted a token the fuzzer made: {principal:?}"),
         Err(AccessDenial::Unavailable(reason)) => panic!("settings reported unusable: {reason}"),
         Err(_) => {}

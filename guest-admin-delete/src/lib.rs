@@ -27,8 +27,8 @@ mod component {
     use super::{MAX_TTL_SECONDS, required_scopes};
     use policy_kit::bindings::taskflow::auth::host;
     use policy_kit::{
-        AccessDenial, AccessRequest, PolicyInfo, Principal, RefreshRequest, TokenError, TokenGrant,
-        TokenRequest, hosted, policy, token,
+        AccessDenial, AccessRequest, PolicyInfo, Principal, RefreshRequest, TokenClaims,
+        TokenError, TokenGrant, TokenRequest, hosted, policy, token,
     };
 
     struct AdminDeletePolicy;
@@ -63,6 +63,10 @@ mod component {
                 ..request
             };
             hosted::decide_access(request)
+        }
+
+        fn introspect(token: String) -> Result<Option<TokenClaims>, String> {
+            hosted::introspect(token)
         }
     }
 

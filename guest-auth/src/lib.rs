@@ -5,12 +5,12 @@
 //! host's imports.
 
 // A component only: elsewhere the crate is empty, since its exported names
-// (`taskflow:auth/policy@0.2.0#...`) link only for WebAssembly.
+// (`taskflow:auth/policy@0.3.0#...`) link only for WebAssembly.
 #![cfg(target_arch = "wasm32")]
 
 use policy_kit::{
-    AccessDenial, AccessRequest, PolicyInfo, Principal, RefreshRequest, TokenError, TokenGrant,
-    TokenRequest, hosted,
+    AccessDenial, AccessRequest, PolicyInfo, Principal, RefreshRequest, TokenClaims, TokenError,
+    TokenGrant, TokenRequest, hosted,
 };
 
 struct AuthPolicy;
@@ -37,6 +37,10 @@ impl policy_kit::bindings::exports::taskflow::auth::policy::Guest for AuthPolicy
 
     fn decide_access(request: AccessRequest) -> Result<Principal, AccessDenial> {
         hosted::decide_access(request)
+    }
+
+    fn introspect(token: String) -> Result<Option<TokenClaims>, String> {
+        hosted::introspect(token)
     }
 }
 

@@ -21,7 +21,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
 use taskflow::policy::{
     AccessRequest, Directory, DirectoryFuture, KeyAlgorithm, Lookup, PolicyConfig, PolicyHandle,
-    PolicySettings, SandboxLimits, SigningKey, UserRecord,
+    PolicySettings, SandboxLimits, SigningKey, TokenStatus, UserRecord,
 };
 
 const SECRET: &[u8] = b"benchmark-secret-of-thirty-two-bytes-or-more";
@@ -44,8 +44,19 @@ impl Directory for OneUser {
         Box::pin(async move { Ok(found) })
     }
 
-    fn is_revoked<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> DirectoryFuture<'a, bool> {
-        Box::pin(async { Ok(false) })
+    fn token_status<'a>(
+        &'a self,
+        _: &'a str,
+        subject: &'a str,
+        _: u64,
+    ) -> DirectoryFuture<'a, TokenStatus> {
+        let user = (subject == self.0.username).then(|| self.0.clone());
+        Box::pin(async move {
+            Ok(TokenStatus {
+                revoked: false,
+                user,
+            })
+        })
     }
 }
 

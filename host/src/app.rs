@@ -15,22 +15,25 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::error::ApiError;
 use crate::hardening;
+use crate::login_limits::LoginLimiter;
 use crate::metrics::{self, Metrics};
 use crate::policy::PolicyHandle;
 use crate::refresh::{RefreshLifetime, RefreshTokens};
-use crate::routes::{health, jwks, revoke, tasks, token, users};
+use crate::routes::metadata::{self, ServerMetadata};
+use crate::routes::{health, introspect, jwks, revoke, tasks, token, users};
 use crate::storage::Database;
-use crate::throttle::LoginThrottle;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Database,
     pub policy: PolicyHandle,
-    pub logins: Arc<LoginThrottle>,
+    pub logins: Arc<LoginLimiter>,
     pub metrics: Arc<Metrics>,
     /// `None` when refresh tokens are off.
     pub refresh: Option<RefreshTokens>,
+    /// What `/.well-known/oauth-authorization-server` answers.
+    pub metadata: Arc<ServerMetadata>,
 }
 
 impl AppState {
@@ -39,8 +42,9 @@ impl AppState {
     pub fn new(
         db: Database,
         policy: PolicyHandle,
-        logins: LoginThrottle,
+        logins: LoginLimiter,
         refresh: Option<RefreshLifetime>,
+        metadata: ServerMetadata,
     ) -> Self {
         let metrics = Arc::new(Metrics::new(policy.clone()));
         Self {
@@ -49,6 +53,7 @@ impl AppState {
             policy,
             logins: Arc::new(logins),
             metrics,
+            metadata: Arc::new(metadata),
         }
     }
 }
@@ -76,7 +81,12 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/token", post(token::issue_token))
         .route("/revoke", post(revoke::revoke))
+        .route("/introspect", post(introspect::introspect))
         .route("/.well-known/jwks.json", get(jwks::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata::metadata),
+        )
         .route("/users/me", get(users::me))
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route(

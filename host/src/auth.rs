@@ -15,6 +15,18 @@ use crate::error::ApiError;
 use crate::metrics::Decision;
 use crate::policy::{AccessRequest, Denial, Principal};
 
+/// Every scope a route requires, with what it allows: for the API
+/// document and the server metadata.
+pub const SCOPES: &[(&str, &str)] = &[
+    ("tasks:read", "Read your tasks"),
+    ("tasks:write", "Create, change and delete your tasks"),
+    ("metrics:read", "Read the server's metrics"),
+    (
+        "tokens:introspect",
+        "Ask whether a token is active (POST /introspect)",
+    ),
+];
+
 /// What a route requires of a token.
 pub trait RouteAccess: Send + Sync + 'static {
     /// Every scope the route needs; empty means any valid token.
@@ -41,6 +53,13 @@ impl RouteAccess for WriteTasks {
 }
 impl RouteAccess for ReadMetrics {
     const SCOPES: &'static [&'static str] = &["metrics:read"];
+}
+
+/// `tokens:introspect`.
+pub struct IntrospectTokens;
+
+impl RouteAccess for IntrospectTokens {
+    const SCOPES: &'static [&'static str] = &["tokens:introspect"];
 }
 
 /// The principal of a request the policy allowed for route access `A`.

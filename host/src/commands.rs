@@ -13,7 +13,7 @@ use crate::config::{
     AuthCommand, ConfigCommand, KeysCommand, SecretSource, SettingsArgs, UserCommand,
 };
 use crate::keys::{self, KeyRing};
-use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, UserRecord};
+use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
 use crate::startup::open_database;
 use crate::storage::Database;
 use crate::{admin, username};
@@ -283,6 +283,10 @@ async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
     for removed in settings.removed_settings() {
         println!("warning: {removed}");
     }
+    for warning in settings.warnings() {
+        println!("warning: {warning}");
+    }
+    println!("ok: public URL {}", settings.public_url(settings.listen)?);
     let secret = settings.existing_signing_secret()?;
     match &secret {
         Some(secret) => println!(
@@ -442,8 +446,18 @@ impl Directory for NoUsers {
         Box::pin(async { Ok(None) })
     }
 
-    fn is_revoked<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> DirectoryFuture<'a, bool> {
-        Box::pin(async { Ok(false) })
+    fn token_status<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: u64,
+    ) -> DirectoryFuture<'a, TokenStatus> {
+        Box::pin(async {
+            Ok(TokenStatus {
+                revoked: false,
+                user: None,
+            })
+        })
     }
 }
 

@@ -17,7 +17,9 @@
 //!   with the change log that keeps each server's in-memory token status
 //!   current; [`task`]: the task model.
 //! - [`error`]: every error answer, mapped in one place.
-//! - [`throttle`]: brute-force limits on `/token`; [`keys`]: the signing
+//! - [`throttle`]: brute-force limits on `/token` in memory, and
+//!   [`login_limits`]: those limits for the deployment (in the database on
+//!   PostgreSQL); [`keys`]: the signing
 //!   key ring and its rotation.
 //! - [`metrics`]: what is counted, for `GET /metrics`; [`telemetry`]: logs.
 //! - [`commands`]: `taskflow user ...` and `taskflow auth ...`;
@@ -27,7 +29,6 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
-pub mod claims;
 pub mod commands;
 pub mod config;
 pub mod error;
@@ -35,6 +36,7 @@ pub mod files;
 pub mod form;
 pub mod hardening;
 pub mod keys;
+pub mod login_limits;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;

@@ -71,6 +71,7 @@ pub enum ComponentCall {
     DecideAccess,
     IssueToken,
     RefreshToken,
+    Introspect,
 }
 
 /// Every metric of one server. Cheap to update from any thread.
@@ -83,6 +84,7 @@ pub struct Metrics {
     token_requests: Family<OutcomeLabels, Counter>,
     login_refusals: Counter,
     refresh_reuses: Counter,
+    refresh_grace_replays: Counter,
 }
 
 impl Metrics {
@@ -135,6 +137,12 @@ impl Metrics {
             "Refresh tokens presented again after their use; each revoked its family",
             refresh_reuses.clone(),
         );
+        let refresh_grace_replays = Counter::default();
+        registry.register(
+            "refresh_token_grace_replays",
+            "Used refresh tokens presented again within the reuse grace; each got a fresh pair in place of the one it got",
+            refresh_grace_replays.clone(),
+        );
         registry.register_collector(Box::new(ComponentCollector(policy)));
         Self {
             registry,
@@ -145,6 +153,7 @@ impl Metrics {
             token_requests,
             login_refusals,
             refresh_reuses,
+            refresh_grace_replays,
         }
     }
 
@@ -165,6 +174,7 @@ impl Metrics {
             ComponentCall::DecideAccess => "decide_access",
             ComponentCall::IssueToken => "issue_token",
             ComponentCall::RefreshToken => "refresh_token",
+            ComponentCall::Introspect => "introspect",
         };
         self.component_calls
             .get_or_create(&CallLabels { call })
@@ -181,6 +191,11 @@ impl Metrics {
     /// A login refused by a brute-force limit.
     pub fn record_refresh_reuse(&self) {
         self.refresh_reuses.inc();
+    }
+
+    /// A used refresh token presented again within the reuse grace.
+    pub fn record_refresh_grace_replay(&self) {
+        self.refresh_grace_replays.inc();
     }
 
     pub fn record_login_refusal(&self) {

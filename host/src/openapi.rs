@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{health, jwks, revoke, tasks, token, users};
+use crate::routes::{health, introspect, jwks, metadata, revoke, tasks, token, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,7 +17,9 @@ use crate::routes::{health, jwks, revoke, tasks, token, users};
     paths(
         token::issue_token,
         revoke::revoke,
+        introspect::introspect,
         jwks::jwks,
+        metadata::metadata,
         users::me,
         tasks::list,
         tasks::create,
@@ -29,7 +31,7 @@ use crate::routes::{health, jwks, revoke, tasks, token, users};
     ),
     modifiers(&PasswordFlow),
     tags(
-        (name = "auth", description = "Tokens: issue, refresh and revoke; public keys"),
+        (name = "auth", description = "Tokens: issue, refresh, revoke and introspect; public keys and server metadata"),
         (name = "tasks", description = "Your tasks"),
         (name = "users", description = "Who you are"),
         (name = "operations", description = "Health and metrics"),
@@ -42,11 +44,7 @@ struct PasswordFlow;
 
 impl Modify for PasswordFlow {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let scopes = Scopes::from_iter([
-            ("tasks:read", "Read your tasks"),
-            ("tasks:write", "Create, change and delete your tasks"),
-            ("metrics:read", "Read the server's metrics"),
-        ]);
+        let scopes = Scopes::from_iter(crate::auth::SCOPES.iter().copied());
         let scheme = OAuth2::with_description(
             [Flow::Password(Password::with_refresh_url(
                 "/token", scopes, "/token",

@@ -8,9 +8,10 @@ use crate::app::{self, AppState};
 use crate::config::SettingsArgs;
 use crate::files;
 use crate::keys::{self, KeyRing};
-use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, UserRecord};
+use crate::login_limits::LoginLimiter;
+use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
+use crate::routes::metadata::ServerMetadata;
 use crate::storage::{Database, StoredUser};
-use crate::throttle::LoginThrottle;
 use crate::{admin, reload, server};
 
 /// Opens the database in the data directory (created 0700 if missing).
@@ -56,6 +57,11 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
         tracing::warn!("{removed}");
     }
     let listen = settings.listen;
+    // Refused before anything starts; the default is known once bound.
+    settings.public_url(listen)?;
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
     let db = open_database(settings).await?;
     let (policy, ring) = load_policy(settings, &db).await?;
     keys::follow(
@@ -98,9 +104,10 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");
-    let logins = LoginThrottle::new(settings.login_limits());
+    let logins = LoginLimiter::for_database(&db, settings.login_limits());
+    let metadata = ServerMetadata::new(&settings.issuer, &settings.public_url(address)?);
     let app = app::router(
-        AppState::new(db, policy, logins, settings.refresh_lifetime()),
+        AppState::new(db, policy, logins, settings.refresh_lifetime(), metadata),
         app::HttpLimits {
             body_timeout: settings.body_timeout(),
         },
@@ -170,18 +177,23 @@ impl Directory for DatabaseDirectory {
         })
     }
 
-    fn is_revoked<'a>(
+    fn token_status<'a>(
         &'a self,
         token_id: &'a str,
         subject: &'a str,
         issued_at: u64,
-    ) -> DirectoryFuture<'a, bool> {
+    ) -> DirectoryFuture<'a, TokenStatus> {
         Box::pin(async move {
             let issued_at = i64::try_from(issued_at).unwrap_or(i64::MAX);
-            self.db
-                .token_revoked(token_id, subject, issued_at)
+            let (revoked, user) = self
+                .db
+                .token_status_for_decision(token_id, subject, issued_at)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok(TokenStatus {
+                revoked,
+                user: user.map(user_record),
+            })
         })
     }
 

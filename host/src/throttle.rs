@@ -12,9 +12,9 @@
 //! let every request that arrives while the first passwords are being
 //! hashed past the check.
 //!
-//! Counts live in this process's memory: with several replicas, each
-//! counts on its own, so a client spreading attempts over N replicas gets up
-//! to N times the limit.
+//! Counts live in this process's memory: what a single server (SQLite)
+//! uses. Replicas on PostgreSQL count in the database instead
+//! ([`crate::login_limits`]), with the same rules.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;

@@ -35,7 +35,8 @@ pub mod bindings {
 
 pub use bindings::taskflow::auth::types::{
     AccessDenial, AccessRequest, KeyAlgorithm, PolicyInfo, PolicySettings, Principal,
-    RefreshRequest, SigningKey, TokenError, TokenGrant, TokenRequest, UserRecord,
+    RefreshRequest, SigningKey, TokenClaims, TokenError, TokenGrant, TokenRequest, TokenStatus,
+    UserRecord,
 };
 
 /// The default decisions with their inputs taken from the host imports: what
@@ -43,8 +44,8 @@ pub use bindings::taskflow::auth::types::{
 pub mod hosted {
     use crate::bindings::taskflow::auth::host;
     use crate::{
-        AccessDenial, AccessRequest, Principal, RefreshRequest, TokenError, TokenGrant,
-        TokenRequest, password, policy, token,
+        AccessDenial, AccessRequest, Principal, RefreshRequest, TokenClaims, TokenError,
+        TokenGrant, TokenRequest, password, policy, token,
     };
 
     pub fn hash_password(password: String) -> Result<String, String> {
@@ -63,8 +64,16 @@ pub mod hosted {
         policy::decide_access(
             &request,
             &host::settings(),
-            host::find_user,
-            host::is_revoked,
+            host::find_token_status,
+            token::now(),
+        )
+    }
+
+    pub fn introspect(token: String) -> Result<Option<TokenClaims>, String> {
+        policy::introspect(
+            &token,
+            &host::settings(),
+            host::find_token_status,
             token::now(),
         )
     }

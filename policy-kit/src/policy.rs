@@ -5,8 +5,8 @@
 
 use crate::token::{self, AccessClaims, Expectations, KeyError, TokenRejection};
 use crate::{
-    AccessDenial, AccessRequest, PolicySettings, Principal, RefreshRequest, TokenError, TokenGrant,
-    TokenRequest, UserRecord, password, scope,
+    AccessDenial, AccessRequest, PolicySettings, Principal, RefreshRequest, TokenClaims,
+    TokenError, TokenGrant, TokenRequest, TokenStatus, UserRecord, password, scope,
 };
 
 fn expectations(settings: &PolicySettings) -> Expectations<'_> {
@@ -135,14 +135,16 @@ fn mint(
     scopes: Vec<String>,
     now: u64,
 ) -> Result<TokenGrant, TokenError> {
+    let token_id = token::new_token_id().map_err(|e| TokenError::Unavailable(e.to_string()))?;
+    let expires_at = now + u64::from(settings.token_ttl_seconds);
     let claims = AccessClaims {
         iss: settings.issuer.clone(),
         aud: settings.audience.clone(),
         sub: subject,
-        exp: now + u64::from(settings.token_ttl_seconds),
+        exp: expires_at,
         iat: now,
         nbf: Some(now),
-        jti: Some(token::new_token_id().map_err(|e| TokenError::Unavailable(e.to_string()))?),
+        jti: Some(token_id.clone()),
         scope: scopes.join(" "),
     };
     let access_token =
@@ -152,6 +154,8 @@ fn mint(
         token_type: "bearer".into(),
         expires_in: settings.token_ttl_seconds,
         scopes,
+        token_id,
+        expires_at,
     })
 }
 
@@ -165,8 +169,7 @@ fn mint(
 pub fn decide_access(
     request: &AccessRequest,
     settings: &PolicySettings,
-    find_user: impl FnOnce(&str) -> Result<Option<UserRecord>, String>,
-    is_revoked: impl FnOnce(&str, &str, u64) -> Result<bool, String>,
+    token_status: impl FnOnce(&str, &str, u64) -> Result<TokenStatus, String>,
     now: u64,
 ) -> Result<Principal, AccessDenial> {
     let token = match scope::bearer(request.authorization.as_deref()) {
@@ -178,24 +181,7 @@ pub fn decide_access(
         }
         scope::Credentials::Bearer(token) => token,
     };
-    let claims = token::verify(token, &settings.signing_keys, &expectations(settings), now)
-        .map_err(|e| AccessDenial::Unavailable(e.to_string()))?
-        .map_err(|rejection| AccessDenial::InvalidToken(rejection.to_string()))?;
-    // RFC 9068 requires `jti`; without one a token could not be revoked.
-    let token_id = claims
-        .jti
-        .as_deref()
-        .ok_or_else(|| AccessDenial::InvalidToken("the token has no `jti`".into()))?;
-    if is_revoked(token_id, &claims.sub, claims.iat).map_err(AccessDenial::Unavailable)? {
-        return Err(AccessDenial::InvalidToken("the token was revoked".into()));
-    }
-    let user = find_user(&claims.sub)
-        .map_err(AccessDenial::Unavailable)?
-        .ok_or_else(|| AccessDenial::InvalidToken("the token's user no longer exists".into()))?;
-    let scopes: Vec<String> = scope::split(&claims.scope)
-        .into_iter()
-        .filter(|s| user.scopes.contains(s))
-        .collect();
+    let (claims, scopes) = check_token(token, settings, token_status, now)?;
     if !scope::missing(&request.required_scopes, &scopes).is_empty() {
         return Err(AccessDenial::InsufficientScope(
             request.required_scopes.clone(),
@@ -205,6 +191,62 @@ pub fn decide_access(
         subject: claims.sub,
         scopes,
     })
+}
+
+/// RFC 7662: whether `token` is an active access token, by the same checks
+/// as [`decide_access`]; `Ok(None)` for any token that is not, whatever the
+/// reason, and `Err` only when the policy cannot work.
+pub fn introspect(
+    token: &str,
+    settings: &PolicySettings,
+    token_status: impl FnOnce(&str, &str, u64) -> Result<TokenStatus, String>,
+    now: u64,
+) -> Result<Option<TokenClaims>, String> {
+    match check_token(token, settings, token_status, now) {
+        Ok((claims, scopes)) => Ok(Some(TokenClaims {
+            token_id: claims.jti.unwrap_or_default(),
+            subject: claims.sub,
+            scopes,
+            issuer: claims.iss,
+            audience: claims.aud,
+            expires_at: claims.exp,
+            issued_at: claims.iat,
+            not_before: claims.nbf,
+        })),
+        Err(AccessDenial::Unavailable(reason)) => Err(reason),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Verifies `token` and asks the host about it: its claims and the scopes
+/// of them its user still holds, or why it is refused.
+fn check_token(
+    token: &str,
+    settings: &PolicySettings,
+    token_status: impl FnOnce(&str, &str, u64) -> Result<TokenStatus, String>,
+    now: u64,
+) -> Result<(AccessClaims, Vec<String>), AccessDenial> {
+    let claims = token::verify(token, &settings.signing_keys, &expectations(settings), now)
+        .map_err(|e| AccessDenial::Unavailable(e.to_string()))?
+        .map_err(|rejection| AccessDenial::InvalidToken(rejection.to_string()))?;
+    // RFC 9068 requires `jti`; without one a token could not be revoked.
+    let token_id = claims
+        .jti
+        .as_deref()
+        .ok_or_else(|| AccessDenial::InvalidToken("the token has no `jti`".into()))?;
+    let status =
+        token_status(token_id, &claims.sub, claims.iat).map_err(AccessDenial::Unavailable)?;
+    if status.revoked {
+        return Err(AccessDenial::InvalidToken("the token was revoked".into()));
+    }
+    let user = status
+        .user
+        .ok_or_else(|| AccessDenial::InvalidToken("the token's user no longer exists".into()))?;
+    let scopes: Vec<String> = scope::split(&claims.scope)
+        .into_iter()
+        .filter(|s| user.scopes.contains(s))
+        .collect();
+    Ok((claims, scopes))
 }
 
 #[cfg(test)]
@@ -276,8 +318,7 @@ mod tests {
         let principal = decide_access(
             &access(Some(&grant.access_token), &["tasks:write"]),
             &settings(),
-            directory,
-            not_revoked,
+            status(directory, not_revoked),
             NOW,
         )
         .unwrap();
@@ -293,8 +334,7 @@ mod tests {
         let denied = decide_access(
             &access(Some(&grant.access_token), &["tasks:write"]),
             &settings(),
-            directory,
-            not_revoked,
+            status(directory, not_revoked),
             NOW,
         );
         assert_eq!(
@@ -368,8 +408,7 @@ mod tests {
             decide_access(
                 &access(Some("a.b.c"), &[]),
                 &weak,
-                directory,
-                not_revoked,
+                status(directory, not_revoked),
                 NOW
             ),
             Err(AccessDenial::Unavailable(_))
@@ -379,15 +418,19 @@ mod tests {
     #[test]
     fn access_denials() {
         assert_eq!(
-            decide_access(&access(None, &[]), &settings(), directory, not_revoked, NOW),
+            decide_access(
+                &access(None, &[]),
+                &settings(),
+                status(directory, not_revoked),
+                NOW
+            ),
             Err(AccessDenial::NoCredentials)
         );
         assert!(matches!(
             decide_access(
                 &access(Some("garbage"), &[]),
                 &settings(),
-                directory,
-                not_revoked,
+                status(directory, not_revoked),
                 NOW
             ),
             Err(AccessDenial::InvalidToken(_))
@@ -404,8 +447,7 @@ mod tests {
             decide_access(
                 &access(Some(&grant.access_token), &[]),
                 &settings(),
-                directory,
-                not_revoked,
+                status(directory, not_revoked),
                 later
             ),
             Err(AccessDenial::InvalidToken("the token has expired".into()))
@@ -414,6 +456,77 @@ mod tests {
 
     fn not_revoked(_: &str, _: &str, _: u64) -> Result<bool, String> {
         Ok(false)
+    }
+
+    /// The host's `token-status` answer, from a directory and a revocation list.
+    fn status(
+        find_user: impl FnOnce(&str) -> Result<Option<UserRecord>, String>,
+        is_revoked: impl FnOnce(&str, &str, u64) -> Result<bool, String>,
+    ) -> impl FnOnce(&str, &str, u64) -> Result<TokenStatus, String> {
+        move |jti, subject, issued_at| {
+            Ok(TokenStatus {
+                revoked: is_revoked(jti, subject, issued_at)?,
+                user: find_user(subject)?,
+            })
+        }
+    }
+
+    #[test]
+    fn introspection_answers_the_claims_of_an_active_token_only() {
+        let grant = issue_token(
+            &request("alice", "s3cret", Some(&["tasks:read"])),
+            &settings(),
+            directory,
+            NOW,
+        )
+        .unwrap();
+        let claims = introspect(
+            &grant.access_token,
+            &settings(),
+            status(directory, not_revoked),
+            NOW,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(claims.subject, "alice");
+        assert_eq!(claims.scopes, vec!["tasks:read"]);
+        assert_eq!(claims.token_id, grant.token_id);
+        assert_eq!(claims.expires_at, grant.expires_at);
+        assert_eq!(claims.expires_at, NOW + 1800);
+        assert_eq!((claims.issued_at, claims.not_before), (NOW, Some(NOW)));
+        assert_eq!(claims.issuer, "taskflow");
+        assert_eq!(claims.audience, "taskflow-api");
+        let token = grant.access_token.as_str();
+        assert_eq!(
+            introspect("garbage", &settings(), status(directory, not_revoked), NOW),
+            Ok(None)
+        );
+        assert_eq!(
+            introspect(
+                token,
+                &settings(),
+                status(directory, |_, _, _| Ok(true)),
+                NOW
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            introspect(token, &settings(), status(|_| Ok(None), not_revoked), NOW),
+            Ok(None)
+        );
+        assert_eq!(
+            introspect(
+                &grant.access_token,
+                &settings(),
+                status(directory, not_revoked),
+                NOW + 1800 + 30
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            introspect(token, &settings(), |_, _, _| Err("db down".into()), NOW),
+            Err("db down".into())
+        );
     }
 
     #[test]
@@ -437,20 +550,19 @@ mod tests {
         let asked = access(Some(&grant.access_token), &[]);
         let revoked = |id: &str, _: &str, _: u64| Ok(id == jti);
         assert_eq!(
-            decide_access(&asked, &settings(), directory, revoked, NOW),
+            decide_access(&asked, &settings(), status(directory, revoked), NOW),
             Err(AccessDenial::InvalidToken("the token was revoked".into()))
         );
         assert!(matches!(
             decide_access(
                 &asked,
                 &settings(),
-                directory,
-                |_, _, _| Err("db down".into()),
+                status(directory, |_, _, _| Err("db down".into())),
                 NOW
             ),
             Err(AccessDenial::Unavailable(_))
         ));
-        assert!(decide_access(&asked, &settings(), directory, not_revoked, NOW).is_ok());
+        assert!(decide_access(&asked, &settings(), status(directory, not_revoked), NOW).is_ok());
     }
 
     #[test]
@@ -464,7 +576,12 @@ mod tests {
         .unwrap();
         let asks = |scopes: &[&str]| access(Some(&grant.access_token), scopes);
         assert_eq!(
-            decide_access(&asks(&[]), &settings(), |_| Ok(None), not_revoked, NOW),
+            decide_access(
+                &asks(&[]),
+                &settings(),
+                status(|_| Ok(None), not_revoked),
+                NOW
+            ),
             Err(AccessDenial::InvalidToken(
                 "the token's user no longer exists".into()
             ))
@@ -479,8 +596,7 @@ mod tests {
             decide_access(
                 &asks(&["tasks:write"]),
                 &settings(),
-                read_only,
-                not_revoked,
+                status(read_only, not_revoked),
                 NOW
             ),
             Err(AccessDenial::InsufficientScope(vec!["tasks:write".into()]))
@@ -488,14 +604,13 @@ mod tests {
         let principal = decide_access(
             &asks(&["tasks:read"]),
             &settings(),
-            read_only,
-            not_revoked,
+            status(read_only, not_revoked),
             NOW,
         )
         .unwrap();
         assert_eq!(principal.scopes, vec!["tasks:read"]);
         assert!(matches!(
-            decide_access(&asks(&[]), &settings(), |_| Err("db down".into()), not_revoked, NOW),
+            decide_access(&asks(&[]), &settings(), status(|_| Err("db down".into()), not_revoked), NOW),
             Err(AccessDenial::Unavailable(reason)) if reason == "db down"
         ));
     }
@@ -510,17 +625,16 @@ mod tests {
         )
         .unwrap();
         let good = access(Some(&grant.access_token), &["tasks:read"]);
-        let first = decide_access(&good, &settings(), directory, not_revoked, NOW);
+        let first = decide_access(&good, &settings(), status(directory, not_revoked), NOW);
         for _ in 0..3 {
             let _ = decide_access(
                 &access(Some("x.y.z"), &[]),
                 &settings(),
-                directory,
-                not_revoked,
+                status(directory, not_revoked),
                 NOW,
             );
             assert_eq!(
-                decide_access(&good, &settings(), directory, not_revoked, NOW),
+                decide_access(&good, &settings(), status(directory, not_revoked), NOW),
                 first
             );
         }
@@ -542,8 +656,7 @@ mod tests {
         let principal = decide_access(
             &access(Some(&grant.access_token), &["tasks:write"]),
             &settings(),
-            directory,
-            not_revoked,
+            status(directory, not_revoked),
             NOW,
         )
         .unwrap();

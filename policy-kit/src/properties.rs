@@ -5,7 +5,8 @@ use proptest::prelude::*;
 
 use crate::token::{self, AccessClaims, Expectations};
 use crate::{
-    AccessDenial, AccessRequest, KeyAlgorithm, PolicySettings, SigningKey, UserRecord, policy,
+    AccessDenial, AccessRequest, KeyAlgorithm, PolicySettings, SigningKey, TokenStatus, UserRecord,
+    policy,
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -74,12 +75,16 @@ fn encoded_json() -> impl Strategy<Value = String> {
     json.prop_map(|j| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(j))
 }
 
-fn anyone(name: &str) -> Result<Option<UserRecord>, String> {
-    Ok(Some(UserRecord {
-        username: name.to_owned(),
-        password_hash: String::new(),
-        scopes: vec!["tasks:read".into(), "tasks:write".into()],
-    }))
+/// Every token unrevoked, every subject a user with both task scopes.
+fn anyone(_: &str, name: &str, _: u64) -> Result<TokenStatus, String> {
+    Ok(TokenStatus {
+        revoked: false,
+        user: Some(UserRecord {
+            username: name.to_owned(),
+            password_hash: String::new(),
+            scopes: vec!["tasks:read".into(), "tasks:write".into()],
+        }),
+    })
 }
 
 proptest! {
@@ -110,7 +115,7 @@ proptest! {
             route: "/tasks".into(),
             required_scopes: scopes,
         };
-        let _ = policy::decide_access(&request, &settings(), anyone, |_, _, _| Ok(false), NOW);
+        let _ = policy::decide_access(&request, &settings(), anyone, NOW);
     }
 
     /// Replacing, inserting or deleting any byte of a signed token, or any
@@ -150,7 +155,7 @@ proptest! {
             required_scopes: vec![],
         };
         prop_assert!(matches!(
-            policy::decide_access(&request, &settings(), anyone, |_, _, _| Ok(false), NOW),
+            policy::decide_access(&request, &settings(), anyone, NOW),
             Err(AccessDenial::InvalidToken(_) | AccessDenial::NoCredentials)
         ));
     }

@@ -28,7 +28,7 @@ async fn openapi_security_matches_the_server() {
     assert_eq!(scheme["type"], "oauth2");
     assert_eq!(scheme["flows"]["password"]["tokenUrl"], "/token");
     assert_eq!(scheme["flows"]["password"]["refreshUrl"], "/token");
-    for scope in ["tasks:read", "tasks:write"] {
+    for scope in ["tasks:read", "tasks:write", "tokens:introspect"] {
         assert!(
             scheme["flows"]["password"]["scopes"][scope].is_string(),
             "{scope}"
@@ -79,7 +79,7 @@ async fn openapi_security_matches_the_server() {
             }
         }
     }
-    assert_eq!(operations, 11, "every route is documented");
+    assert_eq!(operations, 13, "every route is documented");
 }
 
 /// `/docs` is served by the binary itself, wired to `/openapi.json`, with

@@ -61,7 +61,7 @@ async fn health_shows_the_component() {
     let digest = hex::encode(Sha256::digest(std::fs::read(component_path()).unwrap()));
     assert_eq!(health["status"], "ok");
     assert_eq!(health["auth_component"]["name"], "guest-auth");
-    assert_eq!(health["auth_component"]["version"], "0.3.0");
+    assert_eq!(health["auth_component"]["version"], "0.4.0");
     assert_eq!(health["auth_component"]["sha256"], digest);
 }
 

@@ -393,3 +393,155 @@ async fn refresh_tokens_expire_and_can_be_turned_off() {
     )
     .await;
 }
+
+/// A server with `--refresh-token-reuse-grace SECONDS`.
+async fn with_grace(seconds: u64) -> TestServer {
+    TestServer::start_with(Options {
+        extra_env: vec![(
+            "TASKFLOW_REFRESH_TOKEN_REUSE_GRACE".into(),
+            seconds.to_string(),
+        )],
+        ..Options::default()
+    })
+    .await
+}
+
+/// Within the grace, a client whose answer was lost sends its refresh token
+/// again and gets a fresh pair of the same family; the pair it lost is
+/// dead (its refresh token presented later is a reuse, revoking the
+/// family; its access token is revoked), and the replay is counted.
+#[tokio::test]
+async fn within_the_reuse_grace_a_lost_answer_is_recovered() {
+    let server = with_grace(60).await;
+    server.add_user("alice", "tasks:read");
+    let (_, first) = login(&server, "alice", None).await;
+    let (lost_access, lost) = tokens(refresh(&server, &first, None).await.json().await.unwrap());
+
+    let replay = refresh(&server, &first, None).await;
+    assert_eq!(replay.status(), 200);
+    let (access, second) = tokens(replay.json().await.unwrap());
+    assert_ne!(second, lost);
+    assert_eq!(me(&server, &access).await, 200);
+    assert_eq!(me(&server, &lost_access).await, 401);
+    let (_, third) = tokens(refresh(&server, &second, None).await.json().await.unwrap());
+
+    // The lost refresh token turning up later is someone else's copy.
+    assert_error(
+        refresh(&server, &lost, None).await,
+        400,
+        "invalid_grant",
+        None,
+    )
+    .await;
+    assert_error(
+        refresh(&server, &third, None).await,
+        400,
+        "invalid_grant",
+        None,
+    )
+    .await;
+
+    server.add_user("prometheus", "metrics:read");
+    let scrape = server.token("prometheus", None).await;
+    let metrics = server
+        .call("GET", "/metrics", Some(&scrape), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("taskflow_refresh_token_grace_replays_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("taskflow_refresh_token_reuse_total 1\n"),
+        "{metrics}"
+    );
+}
+
+/// Past the grace (counted from the token's use), a replay is a reuse as
+/// without one: the family is revoked.
+#[tokio::test]
+async fn past_the_reuse_grace_a_replay_revokes_the_family() {
+    let server = with_grace(1).await;
+    server.add_user("alice", "tasks:read");
+    let (_, first) = login(&server, "alice", None).await;
+    let (access, second) = tokens(refresh(&server, &first, None).await.json().await.unwrap());
+    // Waiting for the clock, not measuring anything: the grace is whole
+    // seconds from the use.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let replay = assert_error(
+        refresh(&server, &first, None).await,
+        400,
+        "invalid_grant",
+        None,
+    )
+    .await;
+    assert!(
+        replay["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("used already"),
+        "{replay}"
+    );
+    assert_error(
+        refresh(&server, &second, None).await,
+        400,
+        "invalid_grant",
+        None,
+    )
+    .await;
+    assert_eq!(me(&server, &access).await, 401);
+}
+
+/// An attacker holding a used token replays it many times at once within
+/// the grace. Replays that follow each other each supersede the pair the
+/// one before got; replays that race find the successor they read used and
+/// count as reuses. Either way, every round, at most one access token of
+/// the family still works and at most one refresh token is left: the
+/// family never forks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_replays_within_the_grace_never_fork_the_family() {
+    let server = std::sync::Arc::new(with_grace(60).await);
+    server.add_user("alice", "tasks:read");
+    let introspector = crate::introspect::introspector(&server).await;
+    for round in 0..4 {
+        let (_, first) = login(&server, "alice", None).await;
+        let successor = tokens(refresh(&server, &first, None).await.json().await.unwrap());
+        let replays = (0..12).map(|_| {
+            let (server, first) = (server.clone(), first.clone());
+            tokio::spawn(async move {
+                let response = refresh(&server, &first, None).await;
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                (status, body)
+            })
+        });
+        let mut issued = vec![successor];
+        for replay in replays.collect::<Vec<_>>() {
+            let (status, body) = replay.await.unwrap();
+            match status {
+                200 => issued.push(tokens(body)),
+                400 => assert_eq!(body["error"], "invalid_grant", "{body}"),
+                other => panic!("round {round}: replay answered {other}: {body}"),
+            }
+        }
+        let mut working = 0;
+        for (access, _) in &issued {
+            if me(&server, access).await == 200 {
+                working += 1;
+            }
+        }
+        assert!(
+            working <= 1,
+            "round {round}: {working} of {} access tokens of one family work",
+            issued.len()
+        );
+        let usable =
+            crate::introspect::active_refresh_tokens(&server, &introspector, &issued).await;
+        assert!(
+            usable <= 1,
+            "round {round}: {usable} refresh tokens of one family usable"
+        );
+    }
+}

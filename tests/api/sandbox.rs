@@ -27,12 +27,14 @@ async fn hostile_server_with_deadline(deadline_ms: u64) -> TestServer {
     server
 }
 
-/// Loops, memory bombs and panics in `/token` and in the Bearer check each
-/// get a 503 (never a hang: the client gives up after 20 s), and the very
-/// next request is served normally.
+/// Loops, memory bombs and panics in `/token`, in the Bearer check and in
+/// introspection each get a 503 (never a hang: the client gives up after
+/// 20 s), and the very next request is served normally.
 #[tokio::test]
 async fn each_misbehaviour_fails_only_its_request() {
     let server = hostile_server().await;
+    server.add_user("resource-server", "tokens:introspect");
+    let introspector = server.token("resource-server", None).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -56,6 +58,16 @@ async fn each_misbehaviour_fails_only_its_request() {
             .await
             .unwrap_or_else(|e| panic!("{trigger} in the Bearer check: {e}"));
         assert_eq!(response.status(), 503, "{trigger} in the Bearer check");
+
+        let response = client
+            .post(server.url("/introspect"))
+            .bearer_auth(&introspector)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={trigger}.x.y"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{trigger} in introspection: {e}"));
+        assert_eq!(response.status(), 503, "{trigger} in introspection");
 
         let token = server.token("alice", None).await;
         assert_eq!(

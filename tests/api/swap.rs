@@ -359,8 +359,8 @@ async fn a_policy_built_for_the_0_1_contract_still_serves() {
 
     reload_with(&server, &policy, &policy_a());
     let health = server.health().await;
-    assert_eq!(health["auth_component"]["version"], "0.3.0");
-    assert_eq!(health["auth_component"]["contract"], "taskflow:auth@0.2.0");
+    assert_eq!(health["auth_component"]["version"], "0.4.0");
+    assert_eq!(health["auth_component"]["contract"], "taskflow:auth@0.3.0");
     assert_eq!(
         server
             .call("GET", "/tasks", Some(&issued_by_old), None)
@@ -369,4 +369,102 @@ async fn a_policy_built_for_the_0_1_contract_still_serves() {
         200
     );
     assert_eq!(server.token_request(&refresh).await.status(), 200);
+}
+
+/// `guest-auth` 0.3.0 as built for `taskflow:auth@0.2.0`, before 0.3 (the
+/// artifact itself: see `tests/components/fixtures`).
+fn policy_built_for_wit_0_2() -> Vec<u8> {
+    let path = crate::harness::workspace()
+        .join("tests/components/fixtures/guest-auth-0.3.0-wit-0.2.0.wasm");
+    std::fs::read(path).unwrap()
+}
+
+/// A policy built for the 0.2 contract keeps serving after the host moved
+/// to 0.3, swapped in and out while serving: its grants' token ids are
+/// known (revoking its refresh family revokes the access tokens issued
+/// with it), `/revoke` works, and its Bearer decision answers
+/// introspection, with the claims of the token it accepted. Tokens stay
+/// good across the swap both ways.
+#[tokio::test]
+async fn a_policy_built_for_the_0_2_contract_still_serves_and_introspects() {
+    let (server, policy, _dir) = swappable(0).await;
+    server.add_user("alice", "tasks:read tasks:write");
+    let bearer = crate::introspect::introspector(&server).await;
+    let before = server.token("alice", Some("tasks:read")).await;
+
+    reload_with(&server, &policy, &policy_built_for_wit_0_2());
+    let health = server.health().await;
+    assert_eq!(health["auth_component"]["version"], "0.3.0");
+    assert_eq!(health["auth_component"]["contract"], "taskflow:auth@0.2.0");
+    assert!(
+        server.log().contains("no introspection of its own"),
+        "{}",
+        server.log()
+    );
+
+    // Introspection falls back to the policy's Bearer decision.
+    let active = crate::introspect::answer(&server, &bearer, &before).await;
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(active["token_type"], "access_token");
+    assert_eq!(active["sub"], "alice");
+    assert_eq!(active["scope"], "tasks:read");
+    assert_eq!(active["iss"], "taskflow");
+    assert!(
+        active["jti"].as_str().is_some_and(|j| !j.is_empty()),
+        "{active}"
+    );
+    for inactive in ["garbage.x.y", "garbage"] {
+        let body = crate::introspect::answer(&server, &bearer, inactive).await;
+        assert_eq!(body, json!({"active": false}), "{inactive}");
+    }
+
+    // Its grants: a refresh family whose revocation takes its access tokens.
+    let login = format!(
+        "grant_type=password&username=alice&password={}",
+        crate::harness::urlencode(crate::harness::PASSWORD)
+    );
+    let issued: Value = server.token_request(&login).await.json().await.unwrap();
+    let access = issued["access_token"].as_str().unwrap().to_owned();
+    let refresh = issued["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        crate::introspect::answer(&server, &bearer, &access).await["active"],
+        true
+    );
+    assert_eq!(server.revoke(&refresh).await.status(), 200);
+    assert_eq!(
+        crate::introspect::answer(&server, &bearer, &access).await,
+        json!({"active": false})
+    );
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&access), None)
+            .await
+            .status(),
+        401
+    );
+    // `/revoke` of an access token, through the fallback.
+    let by_old = server.token("alice", None).await;
+    assert_eq!(server.revoke(&before).await.status(), 200);
+    assert_eq!(
+        crate::introspect::answer(&server, &bearer, &before).await,
+        json!({"active": false})
+    );
+
+    reload_with(&server, &policy, &policy_a());
+    let health = server.health().await;
+    assert_eq!(health["auth_component"]["contract"], "taskflow:auth@0.3.0");
+    let active = crate::introspect::answer(&server, &bearer, &by_old).await;
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(active["sub"], "alice");
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&by_old), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        crate::introspect::answer(&server, &bearer, &before).await,
+        json!({"active": false})
+    );
 }

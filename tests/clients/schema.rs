@@ -65,7 +65,10 @@ async fn document_is_valid_openapi() {
 #[tokio::test]
 async fn api_keeps_to_its_document_under_generated_requests() {
     let server = TestServer::start().await;
-    server.add_user("fuzz", "tasks:read tasks:write metrics:read");
+    server.add_user(
+        "fuzz",
+        "tasks:read tasks:write metrics:read tokens:introspect",
+    );
     let token = server.token("fuzz", None).await;
     let reports = tempfile::tempdir().unwrap();
     let out = Command::new(python_tool("schemathesis"))

@@ -156,3 +156,40 @@ async fn the_pool_stays_within_its_size() {
     );
     assert!(listening <= 1, "{listening} listener connections");
 }
+
+/// While the database is unreachable, a login is refused with 503 before
+/// any password is checked: the failed-login counts are neither read as
+/// zero nor bypassed, and once it is back they are as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_limits_hold_through_a_database_outage() {
+    let database = fresh_postgres_database(&crate::postgres_server());
+    let relay = Proxy::start(proxy::address_of(&database)).await;
+    let server = TestServer::start_with(options(
+        proxy::through(&database, relay.address),
+        &[("TASKFLOW_LOGIN_MAX_FAILURES_PER_USER", "2")],
+    ))
+    .await;
+    server.add_user("alice", "tasks:read");
+    let wrong = "grant_type=password&username=alice&password=nope";
+    for _ in 0..2 {
+        assert_eq!(server.token_request(wrong).await.status(), 400);
+    }
+    assert_eq!(server.token_request(wrong).await.status(), 429);
+
+    relay.cut();
+    for _ in 0..3 {
+        let response = server.token_request(wrong).await;
+        assert_error(response, 503, "temporarily_unavailable", None).await;
+    }
+    relay.restore().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = server.token_request(wrong).await.status().as_u16();
+        if status != 503 {
+            assert_eq!(status, 429, "the count was lost in the outage");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the database never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -149,24 +149,103 @@ async fn replicas_share_tokens_tasks_and_users() {
     );
 }
 
-/// Each replica counts failed logins on its own: documented, and shown here
-/// so the documentation stays true.
+/// The replicas share the failed-login counts: wrong passwords alternated
+/// between them reach the limit in total, and both answer 429; the same for
+/// the per-address limit, over many usernames.
 #[tokio::test]
-async fn brute_force_counters_are_per_replica() {
+async fn failed_logins_are_counted_for_the_whole_deployment() {
     crate::postgres_server();
     let options = Options {
-        extra_env: vec![("TASKFLOW_LOGIN_MAX_FAILURES_PER_USER".into(), "2".into())],
+        extra_env: vec![
+            ("TASKFLOW_LOGIN_MAX_FAILURES_PER_USER".into(), "3".into()),
+            ("TASKFLOW_LOGIN_MAX_FAILURES_PER_ADDRESS".into(), "8".into()),
+        ],
         ..Options::default()
     };
     let a = TestServer::start_with(options.clone()).await;
     let b = TestServer::start_with(options).await;
     a.add_user("alice", "tasks:read");
-    let wrong = "grant_type=password&username=alice&password=nope";
-    for _ in 0..2 {
-        assert_eq!(a.token_request(wrong).await.status(), 400);
+    let wrong = |user: &str| format!("grant_type=password&username={user}&password=nope");
+    for replica in [&a, &b, &a] {
+        assert_eq!(replica.token_request(&wrong("alice")).await.status(), 400);
     }
-    assert_eq!(a.token_request(wrong).await.status(), 429);
-    assert_eq!(b.token_request(wrong).await.status(), 400);
+    for replica in [&a, &b] {
+        let refused = replica.token_request(&wrong("alice")).await;
+        assert!(refused.headers().contains_key("retry-after"));
+        assert_error(refused, 429, "too_many_attempts", None).await;
+    }
+    // The right password is not even checked past the limit.
+    let right = format!(
+        "grant_type=password&username=alice&password={}",
+        crate::harness::urlencode(crate::harness::PASSWORD)
+    );
+    assert_eq!(b.token_request(&right).await.status(), 429);
+
+    // Per address: five more names from this address, alternating, reach
+    // its limit of eight failures in total.
+    for (i, replica) in [&b, &a, &b, &a, &b].into_iter().enumerate() {
+        let status = replica
+            .token_request(&wrong(&format!("user{i}")))
+            .await
+            .status();
+        assert_eq!(status, 400, "attempt {i}");
+    }
+    for replica in [&a, &b] {
+        assert_eq!(
+            replica.token_request(&wrong("someone-else")).await.status(),
+            429
+        );
+    }
+}
+
+/// Guesses at one name sent at once to both replicas: however they
+/// interleave, no more passwords are checked than the limit, every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_guesses_on_both_replicas_never_pass_the_limit() {
+    crate::postgres_server();
+    const LIMIT: usize = 4;
+    let options = Options {
+        extra_env: vec![
+            (
+                "TASKFLOW_LOGIN_MAX_FAILURES_PER_USER".into(),
+                LIMIT.to_string(),
+            ),
+            (
+                "TASKFLOW_LOGIN_MAX_FAILURES_PER_ADDRESS".into(),
+                "1000".into(),
+            ),
+        ],
+        ..Options::default()
+    };
+    let a = std::sync::Arc::new(TestServer::start_with(options.clone()).await);
+    let b = std::sync::Arc::new(TestServer::start_with(options).await);
+    for round in 0..3 {
+        let user = format!("victim{round}");
+        a.add_user(&user, "tasks:read");
+        let guesses = (0..16).map(|i| {
+            let replica = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let form = format!("grant_type=password&username={user}&password=guess{i}");
+            tokio::spawn(async move { replica.token_request(&form).await.status().as_u16() })
+        });
+        let mut checked = 0;
+        for guess in guesses.collect::<Vec<_>>() {
+            match guess.await.unwrap() {
+                400 => checked += 1,
+                429 | 503 => {}
+                other => panic!("round {round}: a guess answered {other}"),
+            }
+        }
+        assert!(
+            checked <= LIMIT,
+            "round {round}: {checked} passwords checked"
+        );
+        assert_eq!(
+            a.token_request(&format!("grant_type=password&username={user}&password=x"))
+                .await
+                .status(),
+            429
+        );
+    }
 }
 
 /// The rolling upgrade the README describes: replace the component file on

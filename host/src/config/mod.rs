@@ -229,6 +229,11 @@ pub struct SettingsArgs {
         global = true
     )]
     pub audience: String,
+    /// The URL clients reach this server at, for the absolute URLs of
+    /// `/.well-known/oauth-authorization-server` (e.g.
+    /// https://tasks.example.com) [default: http:// and the listen address].
+    #[arg(long, env = "TASKFLOW_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
     /// Access-token lifetime in seconds (1 to 4294967295).
     #[arg(
         long,
@@ -255,6 +260,16 @@ pub struct SettingsArgs {
         global = true
     )]
     pub refresh_token_max_age: u64,
+    /// Seconds after its use during which a used refresh token presented
+    /// again (a client whose answer was lost) gets a fresh pair in place of
+    /// the one it got, instead of revoking its family; 0: never.
+    #[arg(
+        long,
+        env = "TASKFLOW_REFRESH_TOKEN_REUSE_GRACE",
+        default_value_t = 0,
+        global = true
+    )]
+    pub refresh_token_reuse_grace: u64,
     /// Clock skew allowed on `exp`/`nbf`, in seconds (at most 60).
     #[arg(long, env = "TASKFLOW_LEEWAY", default_value_t = 30, global = true)]
     pub leeway: u64,
@@ -463,12 +478,49 @@ impl SettingsArgs {
         }
     }
 
+    /// The URL clients reach this server at, without a trailing slash:
+    /// `--public-url`, or `http://` and `listening` (the address `serve`
+    /// is bound to). Only an absolute `http` or `https` URL, without a
+    /// query, is taken.
+    pub fn public_url(&self, listening: SocketAddr) -> Result<String, ConfigError> {
+        let Some(url) = &self.public_url else {
+            return Ok(format!("http://{listening}"));
+        };
+        let invalid = || {
+            ConfigError::Invalid(format!(
+                "public URL {url:?} is not an absolute http or https URL without a query"
+            ))
+        };
+        let uri: axum::http::Uri = url.parse().map_err(|_| invalid())?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !scheme_ok || uri.authority().is_none() || uri.query().is_some() || url.contains('#') {
+            return Err(invalid());
+        }
+        Ok(url.trim_end_matches('/').to_owned())
+    }
+
+    /// Why the settings, though usable, go against a standard: RFC 8414
+    /// §2 wants the issuer to be an `https` URL (the default `taskflow`
+    /// stays, for the tokens issued so far).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.issuer.starts_with("https://") {
+            warnings.push(format!(
+                "the issuer {:?} is not an https URL; RFC 8414 §2 wants one (e.g. --issuer https://tasks.example.com), \
+                 but changing it makes every token issued so far invalid",
+                self.issuer
+            ));
+        }
+        warnings
+    }
+
     /// How long refresh tokens live; `None` when they are off.
     pub fn refresh_lifetime(&self) -> Option<RefreshLifetime> {
         (self.refresh_token_ttl > 0).then(|| RefreshLifetime {
             idle: Duration::from_secs(self.refresh_token_ttl),
             absolute: (self.refresh_token_max_age > 0)
                 .then(|| Duration::from_secs(self.refresh_token_max_age)),
+            reuse_grace: Duration::from_secs(self.refresh_token_reuse_grace),
         })
     }
 
@@ -822,6 +874,41 @@ mod tests {
             settings.policy_settings(),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_the_listen_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = args(dir.path());
+        let listening: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        assert_eq!(
+            settings.public_url(listening).unwrap(),
+            "http://127.0.0.1:4321"
+        );
+        settings.public_url = Some("https://tasks.example.com/api/".into());
+        assert_eq!(
+            settings.public_url(listening).unwrap(),
+            "https://tasks.example.com/api"
+        );
+        for bad in [
+            "tasks.example.com",
+            "ftp://tasks.example.com",
+            "https://tasks.example.com/?a=b",
+            "https://tasks.example.com/#x",
+            "/relative",
+        ] {
+            settings.public_url = Some(bad.into());
+            assert!(settings.public_url(listening).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_non_https_issuer_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = args(dir.path());
+        assert_eq!(settings.warnings().len(), 1);
+        settings.issuer = "https://tasks.example.com".into();
+        assert!(settings.warnings().is_empty());
     }
 
     #[test]

@@ -41,7 +41,17 @@ pub enum Lookup {
 pub type DirectoryFuture<'a, T> =
     std::pin::Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
-/// Where the policy looks users and revoked tokens up: the WIT `host`
+/// What the host knows of an access token beyond the token itself.
+#[derive(Clone)]
+pub struct TokenStatus {
+    /// Revoked by its id (`jti`), or with all of its subject's tokens
+    /// issued (`iat`) up to a password change or the account's creation.
+    pub revoked: bool,
+    /// Its subject as stored; `None`: no such user.
+    pub user: Option<UserRecord>,
+}
+
+/// Where the policy looks users and token status up: the WIT `host`
 /// imports, one method each. Awaited inside a component call, on the
 /// request's task.
 pub trait Directory: Send + Sync + 'static {
@@ -50,17 +60,18 @@ pub trait Directory: Send + Sync + 'static {
         username: &'a str,
         lookup: Lookup,
     ) -> DirectoryFuture<'a, Option<UserRecord>>;
-    /// Whether an access token was revoked: by its id (`jti`), or with all
-    /// of `subject`'s tokens issued (`iat`) up to a password change.
-    fn is_revoked<'a>(
+    /// The status of the access token `token_id` of `subject`, issued at
+    /// `issued_at`, for a Bearer decision or an introspection: both facts
+    /// in one answer, so that a decision never combines two moments.
+    fn token_status<'a>(
         &'a self,
         token_id: &'a str,
         subject: &'a str,
         issued_at: u64,
-    ) -> DirectoryFuture<'a, bool>;
-    /// A number that changes with every change to what the two lookups
-    /// above answer (revocations, users), while their answers are known to
-    /// be current; `None` otherwise. Bearer decisions are remembered only
+    ) -> DirectoryFuture<'a, TokenStatus>;
+    /// A number that changes with every change to what the lookups above
+    /// answer (revocations, users), while their answers are known to be
+    /// current; `None` otherwise. Bearer decisions are remembered only
     /// under a version, and only until it changes.
     fn status_version(&self) -> Option<u64> {
         None
@@ -179,6 +190,26 @@ pub struct Grant {
     pub access_token: String,
     pub expires_in: u32,
     pub scopes: Vec<String>,
+    /// The access token's `jti` and `exp` (Unix seconds), as the policy
+    /// says them: what the host revokes it by, and until when.
+    pub token_id: String,
+    pub expires_at: i64,
+}
+
+/// An active access token's claims, as the policy's introspection says
+/// them (RFC 7662 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub subject: String,
+    /// The token's scopes that its user still holds.
+    pub scopes: Vec<String>,
+    pub issuer: String,
+    pub audience: String,
+    /// `exp`, `iat`, `nbf`: Unix seconds.
+    pub expires_at: i64,
+    pub issued_at: i64,
+    pub not_before: Option<i64>,
+    pub token_id: String,
 }
 
 /// Why the policy refused a grant (RFC 6749 §5.2).
@@ -391,6 +422,14 @@ impl PolicyHandle {
     ) -> Result<Result<Principal, Denial>, PolicyFailure> {
         let runtime = self.inner.active.load_full();
         runtime.decide_access(request).await
+    }
+
+    /// Introspection (RFC 7662) of an access token: its claims while it is
+    /// active, by the same checks as a Bearer decision; `None` otherwise.
+    /// On the caller's task.
+    pub async fn introspect(&self, token: &str) -> Result<Option<TokenClaims>, PolicyFailure> {
+        let runtime = self.inner.active.load_full();
+        runtime.introspect(token).await
     }
 
     /// The password grant. Argon2 takes tens of milliseconds, so it runs on

@@ -25,7 +25,7 @@ pub struct ActiveComponent {
     pub sha256: String,
     /// RFC 3339.
     pub loaded_at: String,
-    /// The WIT contract the component implements, e.g. `taskflow:auth@0.2.0`.
+    /// The WIT contract the component implements, e.g. `taskflow:auth@0.3.0`.
     pub contract: String,
     /// Components swapped in since start.
     pub swaps: u64,

@@ -1,7 +1,9 @@
 //! HTTP handlers: thin glue between requests, the policy and storage.
 
 pub mod health;
+pub mod introspect;
 pub mod jwks;
+pub mod metadata;
 pub mod revoke;
 pub mod tasks;
 pub mod token;

@@ -2,9 +2,9 @@
 //!
 //! The token is its own credential: whoever holds it may revoke it. A
 //! refresh token (opaque: no dots) revokes its whole family. For an access
-//! token (a JWT), the policy decides whether it is valid; only then does the
-//! host read its `jti` and `exp` and record the revocation, which every
-//! later Bearer check (on every replica sharing the database) consults.
+//! token (a JWT), the policy's introspection decides whether it is active
+//! and says its `jti` and `exp`; the host records the revocation, which
+//! every later Bearer check (on every replica sharing the database) consults.
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -12,10 +12,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::token::{no_store, oauth, read_form};
 use crate::app::AppState;
-use crate::claims;
 use crate::error::{ApiError, ErrorBody};
 use crate::keys::unix_now;
-use crate::policy::{AccessRequest, Denial};
 
 /// The form `POST /revoke` takes (RFC 7009 §2.1).
 #[derive(utoipa::ToSchema)]
@@ -51,24 +49,16 @@ pub async fn revoke(State(state): State<AppState>, request: Request) -> Result<R
         }
         return Ok((StatusCode::OK, no_store()).into_response());
     }
-    let authorization = format!("Bearer {token}");
-    let check = AccessRequest {
-        authorization: Some(&authorization),
-        method: "POST",
-        route: "/revoke",
-        required_scopes: &[],
-    };
-    match state.policy.decide_access(&check).await? {
-        Ok(_) => {
-            // The policy verified the signature and claims; `jti` and `exp`
-            // are read from the payload it accepted.
-            if let Some((jti, expires_at)) = claims::id_and_expiry(&token) {
-                state.db.revoke_token(&jti, expires_at, unix_now()).await?;
-                tracing::info!(jti, "access token revoked");
-            }
-        }
-        // Already unusable (expired, revoked, malformed, not ours): nothing to do.
-        Err(Denial::InvalidToken(_) | Denial::NoCredentials | Denial::InsufficientScope(_)) => {}
+    // The policy decides whether the token is active and says its `jti`
+    // and `exp`; one already unusable (expired, revoked, malformed, not
+    // ours) needs nothing done.
+    if let Some(claims) = state.policy.introspect(&token).await? {
+        let jti = claims.token_id;
+        state
+            .db
+            .revoke_token(&jti, claims.expires_at, unix_now())
+            .await?;
+        tracing::info!(jti, "access token revoked");
     }
     Ok((StatusCode::OK, no_store()).into_response())
 }

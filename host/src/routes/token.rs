@@ -14,9 +14,11 @@ use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::form;
 use crate::keys::unix_now;
+use crate::login_limits::Refusal;
 use crate::metrics::ComponentCall;
 use crate::policy::{Grant, GrantRefusal};
 use crate::refresh::{RefreshError, RefreshTokens};
+use crate::storage::LoginOutcome;
 use crate::username;
 
 /// The contract's cap on a token request body.
@@ -145,9 +147,9 @@ async fn password_grant(
     // Past the limit the password is not even checked. Below it, this
     // attempt takes its place under the limit before the check, so that
     // guesses arriving together are counted together.
-    let reservation = match state.logins.reserve(limited, client.ip(), Instant::now()) {
+    let reservation = match state.logins.reserve(limited, client.ip()).await {
         Ok(reservation) => reservation,
-        Err(wait) => {
+        Err(Refusal::Limited(wait)) => {
             let retry_after = wait.as_secs_f64().ceil() as u64;
             tracing::warn!(
                 username = %shown,
@@ -158,12 +160,14 @@ async fn password_grant(
             state.metrics.record_login_refusal();
             return Err(ApiError::TooManyAttempts(retry_after));
         }
+        // The counts cannot be read: no password is checked uncounted.
+        Err(e @ Refusal::Unavailable(_)) => return Err(ApiError::Unavailable(e.to_string())),
     };
     let username = match login_name(state, &given, canonical).await {
         Ok(Some(username)) => username,
         // Not a name any account can have: nothing to check.
         Ok(None) => {
-            reservation.not_checked();
+            reservation.settle(LoginOutcome::NotChecked).await;
             tracing::info!(username = %shown, client = %client.ip(), "login failed: not a valid username");
             return Err(oauth(
                 "invalid_grant",
@@ -171,15 +175,15 @@ async fn password_grant(
             ));
         }
         Err(e) => {
-            reservation.not_checked();
+            reservation.settle(LoginOutcome::NotChecked).await;
             return Err(e);
         }
     };
     let outcome = decide_password_grant(state, &username, password, scopes).await;
-    match &outcome {
+    let settled = match &outcome {
         // No answer: whether the password was checked is unknown, and an
         // overloaded or failing policy or database must not lock users out.
-        Err(_) => reservation.not_checked(),
+        Err(_) => LoginOutcome::NotChecked,
         Ok(Err(GrantRefusal::InvalidGrant)) => {
             // The name only: never the password, not even its length.
             tracing::info!(
@@ -187,14 +191,15 @@ async fn password_grant(
                 client = %client.ip(),
                 "login failed: unknown user or wrong password"
             );
-            reservation.failed();
+            LoginOutcome::Failed
         }
         Ok(Err(GrantRefusal::InvalidRequest(_) | GrantRefusal::UnsupportedGrant)) => {
-            reservation.not_checked();
+            LoginOutcome::NotChecked
         }
         // The password was right, even if a scope was not.
-        Ok(Ok(_) | Err(GrantRefusal::InvalidScope(_))) => reservation.succeeded(),
-    }
+        Ok(Ok(_) | Err(GrantRefusal::InvalidScope(_))) => LoginOutcome::Succeeded,
+    };
+    reservation.settle(settled).await;
     let (grant, refresh_token) =
         outcome?.map_err(|refusal| refused(refusal, "the username or password is incorrect"))?;
     Ok(token_response(grant, refresh_token))
@@ -259,7 +264,7 @@ async fn decide_password_grant(
                 .start(
                     username,
                     &grant.scopes,
-                    &grant.access_token,
+                    (&grant.token_id, grant.expires_at),
                     seen.as_ref(),
                     unix_now(),
                 )
@@ -314,9 +319,12 @@ async fn refresh_grant(
         .map_err(|refusal| refused(refusal, "the refresh token's user may no longer sign in"))?;
     // Only now is the token used up: a failure above leaves it usable.
     let next = refresh
-        .rotate(&redeemed, &grant.access_token, unix_now())
+        .rotate(&redeemed, (&grant.token_id, grant.expires_at), unix_now())
         .await
         .inspect_err(reuse)?;
+    if redeemed.is_grace_replay() {
+        state.metrics.record_refresh_grace_replay();
+    }
     Ok(token_response(grant, Some(next)))
 }
 

@@ -14,6 +14,8 @@ pub struct StoredRefreshToken {
     pub family_expires_at: i64,
     pub used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The digest of the token that replaced this one, once used.
+    pub successor_hash: Option<String>,
 }
 
 /// What became of a rotation.
@@ -62,7 +64,8 @@ impl Database {
         token_hash: &str,
     ) -> Result<Option<StoredRefreshToken>, StorageError> {
         Ok(sqlx::query_as::<_, StoredRefreshToken>(
-            "SELECT family, username, scopes, expires_at, family_expires_at, used_at, revoked_at
+            "SELECT family, username, scopes, expires_at, family_expires_at, used_at, revoked_at,
+                    successor_hash
              FROM refresh_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
@@ -85,12 +88,13 @@ impl Database {
         self.lock_user(&mut tx, next.username, RowLock::Share)
             .await?;
         let marked = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1
+            "UPDATE refresh_tokens SET used_at = $1, successor_hash = $3
              WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL
                AND expires_at > $1",
         )
         .bind(next.issued_at)
         .bind(used)
+        .bind(next.token_hash)
         .execute(&mut *tx)
         .await?;
         if marked.rows_affected() != 1 {
@@ -115,6 +119,104 @@ impl Database {
         Ok(Rotation::Rotated)
     }
 
+    /// Within the reuse grace: `used` (a used token presented again) gets
+    /// `next` as its successor in place of `successor`, which is marked
+    /// used (presented later, it is a reuse) and whose access token is
+    /// revoked. Only while `successor` itself is unused: the check and the
+    /// mark are one statement, so of several replays at once exactly one
+    /// supersedes it and the others find it used, and the family never has
+    /// more than one token left to use.
+    pub async fn supersede_refresh_token(
+        &self,
+        used: &str,
+        successor: &str,
+        next: &NewRefreshToken<'_>,
+    ) -> Result<Rotation, StorageError> {
+        let now = next.issued_at;
+        let mut tx = self.begin_write().await?;
+        self.lock_user(&mut tx, next.username, RowLock::Share)
+            .await?;
+        let marked = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1
+             WHERE token_hash = $2 AND family = $3 AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(successor)
+        .bind(next.family)
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() != 1 {
+            let (revoked_at,): (Option<i64>,) =
+                sqlx::query_as("SELECT revoked_at FROM refresh_tokens WHERE token_hash = $1")
+                    .bind(successor)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or((Some(now),));
+            tx.rollback().await?;
+            return Ok(if revoked_at.is_some() {
+                Rotation::Ended
+            } else {
+                Rotation::Used
+            });
+        }
+        let replaced = sqlx::query(
+            "UPDATE refresh_tokens SET successor_hash = $1
+             WHERE token_hash = $2 AND successor_hash = $3 AND revoked_at IS NULL",
+        )
+        .bind(next.token_hash)
+        .bind(used)
+        .bind(successor)
+        .execute(&mut *tx)
+        .await?;
+        if replaced.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(Rotation::Ended);
+        }
+        insert_refresh_token(next).execute(&mut *tx).await?;
+        // The superseded successor's access token went to whoever got the
+        // lost answer, if anyone: it goes too.
+        let access: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT access_jti, access_expires_at FROM refresh_tokens
+             WHERE token_hash = $1 AND access_jti IS NOT NULL AND access_expires_at >= $2",
+        )
+        .bind(successor)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let changes = self.revoke_access_tokens(&mut tx, access, now).await?;
+        tx.commit().await?;
+        for change in &changes {
+            self.status.apply(change);
+        }
+        Ok(Rotation::Rotated)
+    }
+
+    /// Records `access` (`jti`, `exp`) revoked in `tx`, with their changes
+    /// logged; the changes to apply to the memory once `tx` commits.
+    async fn revoke_access_tokens(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        access: Vec<(String, i64)>,
+        now: i64,
+    ) -> Result<Vec<AuthChange>, StorageError> {
+        for (jti, expires_at) in &access {
+            sqlx::query(
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(jti)
+            .bind(expires_at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let changes: Vec<AuthChange> = access
+            .into_iter()
+            .map(|(jti, expires_at)| AuthChange::TokenRevoked { jti, expires_at })
+            .collect();
+        self.log_changes(tx, &changes, now).await?;
+        Ok(changes)
+    }
+
     /// Revokes every refresh token of `family`, and every access token
     /// issued with one of them that has not expired (RFC 7009 §2.1: the
     /// whole grant goes). The number of refresh tokens newly revoked.
@@ -137,16 +239,7 @@ impl Database {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        for (jti, expires_at) in &access {
-            sqlx::query(
-                "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)
-                 ON CONFLICT (jti) DO NOTHING",
-            )
-            .bind(jti)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let changes = self.revoke_access_tokens(&mut tx, access, now).await?;
         let result = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
         )
@@ -154,11 +247,6 @@ impl Database {
         .bind(family)
         .execute(&mut *tx)
         .await?;
-        let changes: Vec<AuthChange> = access
-            .into_iter()
-            .map(|(jti, expires_at)| AuthChange::TokenRevoked { jti, expires_at })
-            .collect();
-        self.log_changes(&mut tx, &changes, now).await?;
         tx.commit().await?;
         for change in &changes {
             self.status.apply(change);
@@ -217,6 +305,60 @@ mod tests {
         assert_eq!((next.family.as_str(), next.used_at), ("f1", None));
         // Expired tokens do not rotate.
         assert_eq!(rotate("b", token("d", 200)).await, Rotation::Ended);
+    }
+
+    #[tokio::test]
+    async fn a_successor_is_superseded_once_and_only_while_unused() {
+        let (db, _dir) = test_database().await;
+        db.add_user("alice", "h", &["tasks:read".into()])
+            .await
+            .unwrap();
+        db.add_refresh_token(&token("a", 10)).await.unwrap();
+        let b = NewRefreshToken {
+            access_token: Some(("jb", 500)),
+            ..token("b", 20)
+        };
+        assert_eq!(
+            db.rotate_refresh_token("a", &b).await.unwrap(),
+            Rotation::Rotated
+        );
+        let a = db.find_refresh_token("a").await.unwrap().unwrap();
+        assert_eq!(a.successor_hash.as_deref(), Some("b"));
+        let supersede = async |successor, next| {
+            db.supersede_refresh_token("a", successor, &next)
+                .await
+                .unwrap()
+        };
+        assert_eq!(supersede("b", token("c", 21)).await, Rotation::Rotated);
+        // b is spent, its access token revoked, and a points at c.
+        let b = db.find_refresh_token("b").await.unwrap().unwrap();
+        assert_eq!(b.used_at, Some(21));
+        assert!(
+            db.token_status("jb", "alice", crate::keys::unix_now())
+                .await
+                .unwrap()
+                .0
+        );
+        assert_eq!(
+            db.find_refresh_token("a")
+                .await
+                .unwrap()
+                .unwrap()
+                .successor_hash
+                .as_deref(),
+            Some("c")
+        );
+        // b again (a replay that raced the first): it is used now.
+        assert_eq!(supersede("b", token("d", 22)).await, Rotation::Used);
+        assert_eq!(db.find_refresh_token("d").await.unwrap(), None);
+        // c used normally: superseding it is a reuse too.
+        assert_eq!(
+            db.rotate_refresh_token("c", &token("e", 23)).await.unwrap(),
+            Rotation::Rotated
+        );
+        assert_eq!(supersede("c", token("f", 24)).await, Rotation::Used);
+        db.revoke_refresh_family("f1", "alice", 25).await.unwrap();
+        assert_eq!(supersede("e", token("g", 26)).await, Rotation::Ended);
     }
 
     #[tokio::test]

@@ -65,14 +65,34 @@ impl Database {
         subject: &str,
         issued_at: i64,
     ) -> Result<bool, StorageError> {
+        Ok(self
+            .token_status_for_decision(jti, subject, issued_at)
+            .await?
+            .0)
+    }
+
+    /// The Bearer check's whole question about a token, answered at once:
+    /// whether the token `jti` of `subject`, issued at `issued_at`, was
+    /// revoked ([`Self::token_revoked`]), and `subject` as stored. From
+    /// memory while it is current (one lookup of the user's status serves
+    /// both answers), from one query otherwise.
+    pub async fn token_status_for_decision(
+        &self,
+        jti: &str,
+        subject: &str,
+        issued_at: i64,
+    ) -> Result<(bool, Option<StoredUser>), StorageError> {
         if !self.status.is_current() {
-            return Ok(self.token_status(jti, subject, issued_at).await?.0);
-        }
-        if self.status.is_revoked(jti) {
-            return Ok(true);
+            return self.token_status(jti, subject, issued_at).await;
         }
         let user = self.user_status_for_decision(subject).await?;
-        Ok(user.is_some_and(|u| u.tokens_revoked_through >= issued_at))
+        let cut_off = user
+            .as_ref()
+            .is_some_and(|u| u.tokens_revoked_through >= issued_at);
+        Ok((
+            self.status.is_revoked(jti) || cut_off,
+            user.map(|status| status.user),
+        ))
     }
 
     /// The version of what [`Self::token_revoked`] and

@@ -2,7 +2,8 @@
 
 use super::worlds::wit;
 use crate::policy::{
-    Denial, Grant, GrantRefusal, KeyAlgorithm, PolicyFailure, PolicySettings, Principal, SigningKey,
+    Denial, Grant, GrantRefusal, KeyAlgorithm, PolicyFailure, PolicySettings, Principal,
+    SigningKey, TokenClaims, TokenStatus,
 };
 
 /// A grant's outcome in the host's types.
@@ -14,6 +15,8 @@ pub(super) fn grant_outcome(
             access_token: g.access_token,
             expires_in: g.expires_in,
             scopes: g.scopes,
+            token_id: g.token_id,
+            expires_at: seconds(g.expires_at),
         })),
         Err(wit::TokenError::InvalidGrant) => Ok(Err(GrantRefusal::InvalidGrant)),
         Err(wit::TokenError::InvalidScope(s)) => Ok(Err(GrantRefusal::InvalidScope(s))),
@@ -38,6 +41,40 @@ pub(super) fn access_decision(
         }
         Err(wit::AccessDenial::Unavailable(reason)) => Err(PolicyFailure::Unavailable(reason)),
     }
+}
+
+/// An introspection's answer in the host's types.
+pub(super) fn introspection(
+    answer: Result<Option<wit::TokenClaims>, String>,
+) -> Result<Option<TokenClaims>, PolicyFailure> {
+    let claims = answer.map_err(PolicyFailure::Unavailable)?;
+    Ok(claims.map(|c| TokenClaims {
+        subject: c.subject,
+        scopes: c.scopes,
+        issuer: c.issuer,
+        audience: c.audience,
+        expires_at: seconds(c.expires_at),
+        issued_at: seconds(c.issued_at),
+        not_before: c.not_before.map(seconds),
+        token_id: c.token_id,
+    }))
+}
+
+/// A token status in the form the component takes.
+pub(super) fn token_status(status: TokenStatus) -> wit::TokenStatus {
+    wit::TokenStatus {
+        revoked: status.revoked,
+        user: status.user.map(|u| wit::UserRecord {
+            username: u.username,
+            password_hash: u.password_hash,
+            scopes: u.scopes,
+        }),
+    }
+}
+
+/// Unix seconds as stored (a time past `i64::MAX` is as good as never).
+fn seconds(unix: u64) -> i64 {
+    i64::try_from(unix).unwrap_or(i64::MAX)
 }
 
 /// The keys in the form the component takes.

@@ -95,14 +95,16 @@ impl current::taskflow::auth::host::Host for StoreState {
         }))
     }
 
-    async fn is_revoked(
+    async fn find_token_status(
         &mut self,
         token_id: String,
         subject: String,
         issued_at: u64,
-    ) -> Result<bool, String> {
+    ) -> Result<wit::TokenStatus, String> {
         let users = Arc::clone(&self.env.users);
-        self.outside_deadline(users.is_revoked(&token_id, &subject, issued_at))
-            .await
+        let status = self
+            .outside_deadline(users.token_status(&token_id, &subject, issued_at))
+            .await?;
+        Ok(super::convert::token_status(status))
     }
 }

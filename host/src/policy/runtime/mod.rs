@@ -45,7 +45,7 @@ use self::worlds::{PolicyPre, wit};
 use super::decision_cache::{DecisionCache, Stamp};
 use super::{
     AccessRequest, Denial, Directory, Grant, GrantRefusal, PolicyFailure, PolicySettings,
-    Principal, SigningKey,
+    Principal, SigningKey, TokenClaims,
 };
 
 /// What is known about the loaded component.
@@ -58,8 +58,9 @@ pub struct ComponentInfo {
     pub path: PathBuf,
     /// RFC 3339 time the component was loaded.
     pub loaded_at: String,
-    /// The WIT contract it implements: `taskflow:auth@0.2.0`, or
-    /// `taskflow:auth@0.1` for a policy built before 0.2.
+    /// The WIT contract it implements: `taskflow:auth@0.3.0`, or
+    /// `taskflow:auth@0.2.0` or `taskflow:auth@0.1` for a policy built
+    /// before 0.3.
     #[serde(default)]
     pub contract: String,
 }
@@ -74,7 +75,7 @@ pub enum LoadError {
     },
     #[error("auth component {}: not a valid WebAssembly component: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
-    #[error("auth component {}: does not implement the taskflow:auth@0.2.0 (or 0.1) auth-policy world: {reason}", path.display())]
+    #[error("auth component {}: does not implement the taskflow:auth@0.3.0 (or 0.2, 0.1) auth-policy world: {reason}", path.display())]
     WrongWorld { path: PathBuf, reason: String },
     #[error("auth component {}: failed its start-up check: {reason}", path.display())]
     Check { path: PathBuf, reason: String },
@@ -187,6 +188,13 @@ impl PolicyRuntime {
         runtime.info.name = info.name;
         runtime.info.version = info.version;
         runtime.info.contract = runtime.pre.world().to_owned();
+        if runtime.pre.is_legacy() && runtime.pre.has_refresh() {
+            tracing::warn!(
+                component = %runtime.info.name,
+                world = runtime.pre.world(),
+                "the component is built for an older contract: it has no introspection of its own (its Bearer decision answers), and the host reads the id and expiry of its tokens itself"
+            );
+        }
         if !runtime.pre.has_refresh() {
             tracing::warn!(
                 component = %runtime.info.name,
@@ -293,6 +301,20 @@ impl PolicyRuntime {
             lease.finish(outcome)
         };
         convert::access_decision(slow_down_failures(decided.await).await?)
+    }
+
+    /// Introspection of an access token, on the caller's task.
+    pub(super) async fn introspect(
+        &self,
+        token: &str,
+    ) -> Result<Option<TokenClaims>, PolicyFailure> {
+        let introspected = async {
+            let mut lease = self.lease(CallKind::Decision, Instances::Pooled).await?;
+            let (policy, store) = lease.parts();
+            let outcome = guarded(policy.introspect(store, token)).await;
+            lease.finish(outcome)
+        };
+        convert::introspection(slow_down_failures(introspected.await).await?)
     }
 
     /// The password grant: argon2, so on a fresh instance (its 19 MiB

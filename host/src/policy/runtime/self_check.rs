@@ -9,7 +9,7 @@ use super::budget::CallKind;
 use super::imports::HostEnv;
 use super::worlds::wit;
 use super::{PolicyRuntime, describe_fault};
-use crate::policy::{Directory, DirectoryFuture, Lookup, PolicySettings, UserRecord};
+use crate::policy::{Directory, DirectoryFuture, Lookup, PolicySettings, TokenStatus, UserRecord};
 
 /// The scope the self-check's probe user holds; no real route uses it.
 const SELF_CHECK_SCOPE: &str = "taskflow:self-check";
@@ -18,7 +18,9 @@ impl PolicyRuntime {
     /// Proves the policy does its job before it may serve: a probe user it
     /// has never seen gets a token, the token is accepted, and a tampered
     /// copy, a missing header and a wrong password are refused; a refresh
-    /// grant gives the probe an accepted token and an unknown user nothing.
+    /// grant gives the probe an accepted token and an unknown user nothing;
+    /// introspection answers the token active, with its id, and the
+    /// tampered copy inactive.
     /// The probe exists only in a throwaway instance's imports, never in the
     /// directory that real requests reach.
     pub(super) async fn self_check(&self) -> Result<(), String> {
@@ -57,8 +59,8 @@ impl PolicyRuntime {
                 .await
                 .map_err(|e| describe_fault(e).to_string())
         };
-        let token = match issue(&password).await? {
-            Ok(grant) => grant.access_token,
+        let (token, token_id) = match issue(&password).await? {
+            Ok(grant) => (grant.access_token, grant.token_id),
             Err(e) => return Err(format!("the probe user's grant was refused: {e:?}")),
         };
         if !matches!(issue("wrong").await?, Err(wit::TokenError::InvalidGrant)) {
@@ -120,15 +122,38 @@ impl PolicyRuntime {
         if !matches!(decide(None).await?, Err(wit::AccessDenial::NoCredentials)) {
             return Err("a request without credentials was not refused".into());
         }
-        let Some(refreshed) = refreshed else {
-            return Ok(());
-        };
-        match decide(Some(format!("Bearer {refreshed}"))).await? {
-            Ok(principal) if principal.subject == username => Ok(()),
-            other => Err(format!(
-                "the probe's refreshed token was not accepted: {other:?}"
-            )),
+
+        if let Some(refreshed) = refreshed {
+            match decide(Some(format!("Bearer {refreshed}"))).await? {
+                Ok(principal) if principal.subject == username => {}
+                other => {
+                    return Err(format!(
+                        "the probe's refreshed token was not accepted: {other:?}"
+                    ));
+                }
+            }
         }
+
+        let mut introspect = async |token: String| {
+            self.begin(&mut probe, CallKind::Decision);
+            probe
+                .policy
+                .introspect(&mut probe.store, &token)
+                .await
+                .map_err(|e| describe_fault(e).to_string())
+        };
+        match introspect(token.clone()).await? {
+            Ok(Some(claims)) if claims.subject == username && claims.token_id == token_id => {}
+            other => {
+                return Err(format!(
+                    "introspection did not answer the probe's own token as active: {other:?}"
+                ));
+            }
+        }
+        if !matches!(introspect(tamper(&token)).await?, Ok(None)) {
+            return Err("introspection did not answer a tampered token as inactive".into());
+        }
+        Ok(())
     }
 
     /// Names this component with these settings. A self-check that passed
@@ -166,8 +191,19 @@ impl Directory for ProbeDirectory {
         Box::pin(async move { Ok(found) })
     }
 
-    fn is_revoked<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> DirectoryFuture<'a, bool> {
-        Box::pin(async { Ok(false) })
+    fn token_status<'a>(
+        &'a self,
+        _: &'a str,
+        subject: &'a str,
+        _: u64,
+    ) -> DirectoryFuture<'a, TokenStatus> {
+        let user = (subject == self.0.username).then(|| self.0.clone());
+        Box::pin(async move {
+            Ok(TokenStatus {
+                revoked: false,
+                user,
+            })
+        })
     }
 }
 

@@ -3,12 +3,12 @@
 //! every call, as a policy with debugging output left in would.
 
 // A component only: elsewhere the crate is empty, since its exported names
-// (`taskflow:auth/policy@0.2.0#...`) link only for WebAssembly.
+// (`taskflow:auth/policy@0.3.0#...`) link only for WebAssembly.
 #![cfg(target_arch = "wasm32")]
 
 use policy_kit::{
-    AccessDenial, AccessRequest, PolicyInfo, Principal, RefreshRequest, TokenError, TokenGrant,
-    TokenRequest, hosted,
+    AccessDenial, AccessRequest, PolicyInfo, Principal, RefreshRequest, TokenClaims, TokenError,
+    TokenGrant, TokenRequest, hosted,
 };
 
 fn chatter(call: &str) {
@@ -45,6 +45,11 @@ impl policy_kit::bindings::exports::taskflow::auth::policy::Guest for ChattyPoli
     fn decide_access(request: AccessRequest) -> Result<Principal, AccessDenial> {
         chatter("decide-access");
         hosted::decide_access(request)
+    }
+
+    fn introspect(token: String) -> Result<Option<TokenClaims>, String> {
+        chatter("introspect");
+        hosted::introspect(token)
     }
 }
 

@@ -5,12 +5,12 @@
 //!   spins forever, `bomb` allocates without bound, `panic` panics.
 
 // A component only: elsewhere the crate is empty, since its exported names
-// (`taskflow:auth/policy@0.2.0#...`) link only for WebAssembly.
+// (`taskflow:auth/policy@0.3.0#...`) link only for WebAssembly.
 #![cfg(target_arch = "wasm32")]
 
 use policy_kit::{
-    AccessDenial, AccessRequest, PolicyInfo, Principal, RefreshRequest, TokenError, TokenGrant,
-    TokenRequest, hosted, scope,
+    AccessDenial, AccessRequest, PolicyInfo, Principal, RefreshRequest, TokenClaims, TokenError,
+    TokenGrant, TokenRequest, hosted, scope,
 };
 
 fn misbehave(trigger: &str) {
@@ -59,6 +59,12 @@ impl policy_kit::bindings::exports::taskflow::auth::policy::Guest for HostilePol
             misbehave(token);
         }
         hosted::decide_access(request)
+    }
+
+    fn introspect(token: String) -> Result<Option<TokenClaims>, String> {
+        // `loop.x.y`: the host asks the policy only about tokens with dots.
+        misbehave(token.split('.').next().unwrap_or_default());
+        hosted::introspect(token)
     }
 }
 

@@ -2,7 +2,7 @@
 //! host must refuse it as a policy, naming what is missing.
 
 // A component only: elsewhere the crate is empty, since its exported names
-// (`taskflow:auth/policy@0.2.0#...`) link only for WebAssembly.
+// (`taskflow:auth/policy@0.3.0#...`) link only for WebAssembly.
 #![cfg(target_arch = "wasm32")]
 
 wit_bindgen::generate!({

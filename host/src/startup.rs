@@ -77,6 +77,17 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
         sha256 = %info.sha256,
         "auth policy loaded"
     );
+    match policy.trust() {
+        Some(trust) => tracing::info!(
+            trust = %trust.path().display(),
+            keys = trust.len(),
+            "auth components must be signed by a trusted key"
+        ),
+        None => tracing::warn!(
+            "no --component-trust configured: any component file or deployed revision is accepted unsigned; \
+             whoever can write the component file or the database replaces the auth policy"
+        ),
+    }
     if let Some(signing) = policy.signing_keys().first()
         && signing.algorithm != settings.signing_algorithm
     {

@@ -17,6 +17,7 @@ mod protected;
 mod refresh;
 mod revoke;
 mod sandbox;
+mod signing;
 mod swap;
 mod tasks;
 mod throttle;

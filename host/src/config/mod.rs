@@ -9,6 +9,7 @@ pub mod file;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -18,6 +19,7 @@ use crate::files;
 use crate::keys::KeyTimings;
 use crate::policy::{
     CallDeadlines, KeyAlgorithm, PolicyConfig, PolicySettings, SandboxLimits, SigningKey,
+    TrustedKeys,
 };
 use crate::refresh::RefreshLifetime;
 use crate::server::ConnectionLimits;
@@ -203,6 +205,11 @@ pub struct SettingsArgs {
     /// Auth policy component (.wasm) [default: the one `just build` makes].
     #[arg(long, env = "TASKFLOW_AUTH_COMPONENT", global = true)]
     pub auth_component: Option<PathBuf>,
+    /// File of minisign public keys allowed to sign auth components. With
+    /// it, every component (at start, from the file, on deploy) must carry
+    /// a valid signature by one of them (FILE.minisig), or it is refused.
+    #[arg(long, env = "TASKFLOW_COMPONENT_TRUST", global = true)]
+    pub component_trust: Option<PathBuf>,
     /// Directory for compiled components [default: DATA_DIR/component-cache].
     #[arg(long, env = "TASKFLOW_COMPONENT_CACHE_DIR", global = true)]
     pub component_cache_dir: Option<PathBuf>,
@@ -406,6 +413,8 @@ pub enum ConfigError {
         "signing secret {source_name} is {len} bytes; at least {MIN_SECRET_BYTES} are required"
     )]
     ShortSecret { source_name: String, len: usize },
+    #[error(transparent)]
+    Trust(#[from] crate::policy::TrustError),
     #[error("signing secret file {}: {source}", path.display())]
     SecretFile {
         path: PathBuf,
@@ -537,7 +546,16 @@ impl SettingsArgs {
                 max_instances: self.component_max_instances,
                 ..SandboxLimits::default()
             },
+            trust: self.component_trust()?,
         })
+    }
+
+    /// The keys allowed to sign components, if trust is configured.
+    pub fn component_trust(&self) -> Result<Option<Arc<TrustedKeys>>, ConfigError> {
+        match &self.component_trust {
+            Some(path) => Ok(Some(Arc::new(TrustedKeys::read(path)?))),
+            None => Ok(None),
+        }
     }
 
     /// Token settings and the signing key, validated.

@@ -8,10 +8,10 @@ use crate::app::{self, AppState};
 use crate::config::SettingsArgs;
 use crate::files;
 use crate::keys::{self, KeyRing};
-use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, UserRecord};
+use crate::policy::{Directory, DirectoryFuture, Lookup, UserRecord};
 use crate::storage::{Database, StoredUser};
 use crate::throttle::LoginThrottle;
-use crate::{admin, reload, server};
+use crate::{admin, reload, rollout, server};
 
 /// Opens the database in the data directory (created 0700 if missing).
 pub async fn open_database(settings: &SettingsArgs) -> anyhow::Result<Database> {
@@ -26,12 +26,13 @@ pub async fn open_database(settings: &SettingsArgs) -> anyhow::Result<Database> 
         .context("cannot open the database")
 }
 
-/// Loads the policy component with users, revocations and signing keys
-/// from `db`; the key ring is returned for [`keys::follow`].
+/// Loads the desired policy revision (see [`rollout`]) with users,
+/// revocations and signing keys from `db`; the key ring is returned for
+/// [`keys::follow`].
 pub async fn load_policy(
     settings: &SettingsArgs,
     db: &Database,
-) -> anyhow::Result<(PolicyHandle, KeyRing)> {
+) -> anyhow::Result<(rollout::Started, KeyRing)> {
     let config = settings.policy_config()?;
     let ring = KeyRing::new(
         db.clone(),
@@ -45,7 +46,7 @@ pub async fn load_policy(
     let policy_settings = settings.policy_settings_with_keys(keys)?;
     let users = Arc::new(DatabaseDirectory { db: db.clone() });
     Ok((
-        PolicyHandle::load(&config, policy_settings, users).await?,
+        rollout::load_desired(&config, policy_settings, users, db).await?,
         ring,
     ))
 }
@@ -57,7 +58,8 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     }
     let listen = settings.listen;
     let db = open_database(settings).await?;
-    let (policy, ring) = load_policy(settings, &db).await?;
+    let (started, ring) = load_policy(settings, &db).await?;
+    let policy = started.policy;
     keys::follow(ring, policy.clone(), settings.key_refresh());
     let (stop_feed, feed_stopped) = tokio::sync::oneshot::channel::<()>();
     let feed = {
@@ -72,6 +74,7 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     let info = policy.info();
     tracing::info!(
         component = %info.path.display(),
+        revision = ?info.revision,
         name = %info.name,
         version = %info.version,
         sha256 = %info.sha256,
@@ -100,7 +103,11 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     }
     admin::serve(policy.clone(), settings.admin_socket())?;
     if let Some(interval) = settings.component_watch() {
-        reload::watch_component(policy.clone(), info.path.clone(), interval);
+        reload::watch_component(
+            policy.clone(),
+            settings.policy_config()?.component,
+            interval,
+        );
     }
     #[cfg(unix)]
     reload::reload_on_sighup(policy.clone()).context("cannot handle SIGHUP")?;
@@ -108,6 +115,13 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
+    rollout::follow(
+        policy.clone(),
+        db.clone(),
+        settings.database_url(),
+        rollout::replica_id(address.port()),
+        started.desired,
+    );
     let shutdown = shutdown_signal()?;
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");

@@ -64,7 +64,7 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Manage the auth policy of a running server.
+    /// Roll the auth policy out to every replica, show, list and roll back revisions.
     #[command(subcommand)]
     Auth(AuthCommand),
     /// Manage the signing keys (shared by every replica on the database).
@@ -104,11 +104,51 @@ pub enum ConfigCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Policies roll out through the database: `deploy` stores a component \
+    as a new revision and makes it desired, and every replica on the database verifies its \
+    signature (with --component-trust), compiles it, self-checks it and swaps it in without \
+    failing a request; a replica that refuses it keeps serving what it has and reports why \
+    in `status`."
+)]
 pub enum AuthCommand {
-    /// Load the component file again; it takes over if it changed and passes its checks.
+    /// Store a component as a new revision and make it desired on every
+    /// replica. Its minisign signature is read from FILE.minisig (or
+    /// --signature) and stored with it.
+    Deploy {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Its detached minisign signature [default: FILE.minisig, if present].
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// What this revision is, for `auth history`.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Show the desired revision and what every replica serves, when it
+    /// took over, what it last refused and why; replicas not heard from
+    /// lately are marked stale.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the stored revisions, newest first; the desired one is marked.
+    History {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an earlier revision desired again, on every replica.
+    Rollback {
+        /// The revision, as `auth history` lists it [default: the one
+        /// desired before the current one].
+        revision: Option<i64>,
+    },
+    /// Make the running server on this data directory load its component
+    /// file (and FILE.minisig) again: it takes over on this replica only,
+    /// until the next deploy, if it changed and passes its checks.
     Reload,
-    /// Show the active component, swap counts and health.
-    Status,
 }
 
 #[derive(Debug, Subcommand)]

@@ -467,6 +467,15 @@ impl PolicyHandle {
             .clone()
     }
 
+    /// Counts and reports a candidate refused elsewhere (a desired
+    /// revision that could not serve at start).
+    pub fn record_refusal(&self, revision: Option<i64>, error: &LoadError) {
+        let reason = refusal_reason(error);
+        self.inner
+            .count_refusal(revision, reason, error.to_string());
+        tracing::warn!(reason, error = %error, "auth component candidate refused");
+    }
+
     /// Resolves at the next swap or refusal.
     pub async fn changed(&self) {
         self.inner.changed.notified().await;
@@ -576,22 +585,26 @@ impl Inner {
             }
             Err(e) => {
                 let reason = refusal_reason(e);
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                *self
-                    .refusals
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(reason.to_owned())
-                    .or_default() += 1;
-                *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(Refusal {
-                    revision,
-                    reason,
-                    message: e.to_string(),
-                });
+                self.count_refusal(revision, reason, e.to_string());
                 tracing::warn!(reason, error = %e, "auth component candidate refused; the active policy keeps serving");
             }
         }
         self.changed.notify_waiters();
+    }
+
+    fn count_refusal(&self, revision: Option<i64>, reason: &'static str, message: String) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason.to_owned())
+            .or_default() += 1;
+        *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(Refusal {
+            revision,
+            reason,
+            message,
+        });
     }
 
     async fn try_candidate(&self, candidate: Candidate) -> Result<ReloadOutcome, LoadError> {

@@ -10,6 +10,7 @@ mod change_feed;
 mod changes;
 mod grants;
 mod keys;
+mod policy_revisions;
 mod refresh_tokens;
 mod revocations;
 mod tasks;
@@ -23,9 +24,14 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use change_feed::FeedTiming;
+pub(crate) use change_feed::Wakeups;
 pub use changes::{AuthChange, CHANGES_CHANNEL, LoggedChange};
 pub use grants::Credentials;
 pub use keys::StoredKey;
+pub use policy_revisions::{
+    DeployAction, Desired, NewRevision, POLICY_CHANNEL, ReplicaState, RevisionSummary,
+    StoredRevision,
+};
 pub use refresh_tokens::{NewRefreshToken, Rotation, StoredRefreshToken};
 pub use token_status::UserStatus;
 pub use users::StoredUser;

@@ -355,6 +355,62 @@ pub async fn bad_revisions_are_refused_everywhere(fleet: &Fleet) {
     }
 }
 
+/// A replica starting while the desired revision is one it refuses serves
+/// its component file instead, and reports the refusal.
+pub async fn a_replica_falls_back_to_its_file(fleet: &mut Fleet) {
+    let revision = revision_of(&fleet.deploy(&policy_b(), None, true));
+    let late = fleet.add_replica().await;
+    let health = late.health().await;
+    assert_eq!(
+        health["auth_component"]["revision"],
+        Value::Null,
+        "{health}"
+    );
+    assert_eq!(health["auth_component"]["name"], "guest-auth");
+    assert_eq!(health["auth_component"]["refused_candidates"], 1);
+    assert!(late.log().contains("serving the component file instead"));
+    let status = wait_for_condition(fleet, "refused").await;
+    assert!(
+        status["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["last_refusal_revision"] == revision),
+        "{status}"
+    );
+}
+
+/// A replica that stopped is shown as stale once its heartbeat is late.
+pub async fn a_stopped_replica_is_shown_stale(fleet: &mut Fleet) {
+    wait_for_condition(fleet, "current").await;
+    let mut stopped = fleet.replicas.pop().unwrap();
+    stopped.terminate();
+    let started = Instant::now();
+    loop {
+        let status = fleet.status();
+        let conditions: Vec<&str> = status["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["condition"].as_str().unwrap())
+            .collect();
+        let mut sorted = conditions.clone();
+        sorted.sort();
+        if sorted == ["current", "stale"] {
+            break;
+        }
+        assert!(
+            started.elapsed() < CONVERGENCE,
+            "never shown stale: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let table = fleet.cli(&["auth", "status"], false);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("desired revision 1"), "{table}");
+    assert!(table.contains("\tstale\t"), "{table}");
+}
+
 /// A replica started after a deployment serves the desired revision, not
 /// its component file.
 pub async fn a_late_replica_serves_the_desired_revision(fleet: &mut Fleet) {

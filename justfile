@@ -66,8 +66,10 @@ test-postgres: components test-components
     scripts/with-postgres cargo test --release --workspace --lib --bins --test api --test replicas
 
 # Benchmarks: policy calls vs native code (criterion), the server under wrk,
-# start-up and swap times, hostile neighbours, and propagation between two
-# replicas on a throwaway PostgreSQL server. Writes docs/benchmarks.md.
+# start-up and swap times, hostile neighbours, propagation between two
+# replicas and fleet rollout (`auth deploy` to both replicas serving) on a
+# throwaway PostgreSQL server. Writes docs/benchmarks.md. TASKFLOW_BENCH_ONLY=
+# hostile|propagation|rollout runs one section of the server benchmark alone.
 bench: build test-components
     @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
     rm -f target/bench-report.md

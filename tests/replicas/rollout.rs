@@ -23,3 +23,17 @@ async fn a_replica_started_after_a_deploy_serves_the_desired_revision() {
     let mut fleet = Fleet::start(2, false).await;
     fleet::a_late_replica_serves_the_desired_revision(&mut fleet).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_refusing_the_desired_revision_at_start_serves_its_file() {
+    crate::postgres_server();
+    let mut fleet = Fleet::start(1, true).await;
+    fleet::a_replica_falls_back_to_its_file(&mut fleet).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_marks_a_stopped_replica_stale() {
+    crate::postgres_server();
+    let mut fleet = Fleet::start(2, false).await;
+    fleet::a_stopped_replica_is_shown_stale(&mut fleet).await;
+}

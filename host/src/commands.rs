@@ -219,6 +219,13 @@ async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("auth component {}", config.component.display()))?;
     let info = policy.info();
+    if let Some(trust) = policy.trust() {
+        println!(
+            "ok: auth component signed by a key of {} ({} trusted)",
+            trust.path().display(),
+            trust.len()
+        );
+    }
     println!(
         "ok: auth component {} {} ({}), sha256 {}: compiled and self-checked",
         info.name,

@@ -259,3 +259,22 @@ async fn an_unsigned_file_dropped_on_disk_is_refused() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `config check` checks the signature as `serve` would.
+#[tokio::test]
+async fn config_check_verifies_the_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, other) = (Signer::new(), Signer::new());
+    let options = trusting(dir.path(), &ours, &[&ours], 0);
+    let data = tempfile::tempdir().unwrap();
+    let ok = run_cli(data.path(), &options, &["config", "check"], "");
+    let report = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{report}");
+    assert!(report.contains("signed by a key of"), "{report}");
+
+    other.install(&options.component, &policy_a());
+    let refused = run_cli(data.path(), &options, &["config", "check"], "");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not trusted"), "{stderr}");
+}

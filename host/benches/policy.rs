@@ -161,6 +161,7 @@ fn main() {
                     ),
                     cache_dir: Some(cache.path().to_owned()),
                     limits: SandboxLimits::default(),
+                    trust: None,
                 },
                 PolicySettings {
                     signing_keys: vec![key],

@@ -14,7 +14,9 @@
 //!   replaces (FastAPI, PyJWT, SQLite under uvicorn; `benches/peer/`), with
 //!   one worker and with one per core;
 //! - propagation (with `TASKFLOW_TEST_POSTGRES_URL`, as `just bench` sets
-//!   it): from a revocation's 200 at one replica to its refusal at the other.
+//!   it): from a revocation's 200 at one replica to its refusal at the other;
+//! - fleet rollout (PostgreSQL too): from `taskflow auth deploy` to both
+//!   replicas serving the new revision, median of several deployments.
 //!
 //! Run with `just bench`, which builds with the feature and installs `wrk`.
 
@@ -252,7 +254,7 @@ mod bench {
     }
 
     pub fn run() {
-        // TASKFLOW_BENCH_ONLY=hostile|peer|propagation runs one section alone.
+        // TASKFLOW_BENCH_ONLY=hostile|peer|propagation|rollout runs one section alone.
         let cache = tempfile::tempdir().unwrap();
         match std::env::var("TASKFLOW_BENCH_ONLY").as_deref() {
             Ok("hostile") => return hostile_neighbours(cache.path()),
@@ -269,6 +271,13 @@ mod bench {
                 let postgres = std::env::var("TASKFLOW_TEST_POSTGRES_URL")
                     .expect("propagation needs TASKFLOW_TEST_POSTGRES_URL");
                 return propagation(&postgres, &policy, cache.path());
+            }
+            Ok("rollout") => {
+                let policy = cache.path().join("policy.wasm");
+                std::fs::copy(component("guest_auth"), &policy).unwrap();
+                let postgres = std::env::var("TASKFLOW_TEST_POSTGRES_URL")
+                    .expect("rollout needs TASKFLOW_TEST_POSTGRES_URL");
+                return rollout(&postgres, &policy, cache.path());
             }
             _ => {}
         }
@@ -390,9 +399,12 @@ mod bench {
 
         hostile_neighbours(cache.path());
         match std::env::var("TASKFLOW_TEST_POSTGRES_URL") {
-            Ok(server) => propagation(&server, &policy, cache.path()),
+            Ok(server) => {
+                propagation(&server, &policy, cache.path());
+                rollout(&server, &policy, cache.path());
+            }
             Err(_) => common::report(
-                "### Propagation between replicas\n\nNot measured: no PostgreSQL server (run `just bench`, which starts one).\n",
+                "### Propagation between replicas, fleet rollout\n\nNot measured: no PostgreSQL server (run `just bench`, which starts one).\n",
             ),
         }
     }
@@ -681,37 +693,104 @@ mod bench {
         common::report(&table);
     }
 
+    /// Starts a replica on `database`; returns once it listens.
+    fn start_replica(data: &Path, policy: &Path, cache: &Path, database: &str) -> Server {
+        let mut command = taskflow(data, policy, cache);
+        command.env("TASKFLOW_DATABASE_URL", database);
+        let started = Instant::now();
+        let mut child = command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start taskflow");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("taskflow listening on http://")
+            .expect("the server's announcement")
+            .to_owned();
+        Server {
+            child,
+            address,
+            started,
+            ready_after: Duration::ZERO,
+        }
+    }
+
+    /// The active revision `/health` of the replica at `address` reports.
+    fn revision_at(address: &str) -> Option<i64> {
+        let (status, body) = get(address, "/health", None);
+        if status != 200 {
+            return None;
+        }
+        let health: serde_json::Value = serde_json::from_str(&body).ok()?;
+        health["auth_component"]["revision"].as_i64()
+    }
+
+    /// Two replicas on one fresh PostgreSQL database: for each of several
+    /// deployments (policies A and B in turn), the time from starting
+    /// `taskflow auth deploy` to both replicas serving the new revision.
+    fn rollout(postgres: &str, policy: &Path, cache: &Path) {
+        let database = fresh_database(postgres, "rollout");
+        let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = start_replica(data_a.path(), policy, cache, &database);
+        let b = start_replica(data_b.path(), policy, cache, &database);
+        let deploys = 7;
+        let mut times = Vec::with_capacity(deploys);
+        for i in 0..deploys {
+            let file = if i % 2 == 0 {
+                component("guest_admin_delete")
+            } else {
+                component("guest_auth")
+            };
+            let before = revision_at(&a.address);
+            let started = Instant::now();
+            let out = taskflow(data_a.path(), policy, cache)
+                .env("TASKFLOW_DATABASE_URL", &database)
+                .args(["auth", "deploy", file.to_str().unwrap(), "--note", "bench"])
+                .output()
+                .expect("run taskflow auth deploy");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let revision: i64 = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .expect("the deployed revision");
+            assert_ne!(before, Some(revision));
+            while revision_at(&a.address) != Some(revision)
+                || revision_at(&b.address) != Some(revision)
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "revision {revision} never served by both replicas"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let first = times[0];
+        let median = median(times.clone());
+        let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let slowest = times.iter().copied().fold(0.0, f64::max);
+        common::report(&format!(
+            "### Fleet rollout (PostgreSQL, two replicas, {deploys} deployments)\n\nFrom starting `taskflow auth deploy` (a process: settings, database connection, storing the component) to both replicas answering `/health` with the new revision (woken by `NOTIFY`, signature-free, compiled or taken from the compiled-component cache, self-checked, swapped): median {median:.0} ms, fastest {fastest:.0} ms, slowest {slowest:.0} ms (the first, {first:.0} ms, may compile the component).\n"
+        ));
+    }
+
     /// Two replicas on one fresh PostgreSQL database: for each of many
     /// tokens, checked once at replica B (which then remembers its user),
     /// the time from the 200 of its revocation at replica A to B's 401.
     fn propagation(postgres: &str, policy: &Path, cache: &Path) {
-        let database = fresh_database(postgres);
-        let start_replica = |data: &Path| {
-            let mut command = taskflow(data, policy, cache);
-            command.env("TASKFLOW_DATABASE_URL", &database);
-            let started = Instant::now();
-            let mut child = command
-                .args(["serve", "--listen", "127.0.0.1:0"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start taskflow");
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            let address = line
-                .trim()
-                .strip_prefix("taskflow listening on http://")
-                .expect("the server's announcement")
-                .to_owned();
-            Server {
-                child,
-                address,
-                started,
-                ready_after: Duration::ZERO,
-            }
-        };
+        let database = fresh_database(postgres, "propagation");
+        let start_replica = |data: &Path| start_replica(data, policy, cache, &database);
         let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let a = start_replica(data_a.path());
         let b = start_replica(data_b.path());
@@ -773,10 +852,10 @@ mod bench {
         token_for(address, "bench")
     }
 
-    /// Creates an empty database on the PostgreSQL server at `server_url`.
-    fn fresh_database(server_url: &str) -> String {
+    /// Creates an empty database for `purpose` on the PostgreSQL server at `server_url`.
+    fn fresh_database(server_url: &str, purpose: &str) -> String {
         use sqlx::{Connection, Executor};
-        let name = format!("taskflow_bench_{}", std::process::id());
+        let name = format!("taskflow_bench_{purpose}_{}", std::process::id());
         let statement = format!("CREATE DATABASE {name}");
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

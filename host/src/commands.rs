@@ -1,6 +1,6 @@
 //! `taskflow user ...`: user administration against the same database and
 //! policy settings as `serve`, safe to run while the server runs;
-//! `taskflow auth ...`: the running server's policy, over the admin socket;
+//! `taskflow auth ...`: policy revisions, in [`auth`];
 //! `taskflow config ...`: the effective settings, shown or checked.
 
 use std::io::{BufRead, IsTerminal};
@@ -8,15 +8,16 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
+mod auth;
+pub use auth::auth;
+
 use crate::config::file::{Loaded, Source};
-use crate::config::{
-    AuthCommand, ConfigCommand, KeysCommand, SecretSource, SettingsArgs, UserCommand,
-};
+use crate::config::{ConfigCommand, KeysCommand, SecretSource, SettingsArgs, UserCommand};
 use crate::keys::{self, KeyRing};
 use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
 use crate::startup::open_database;
 use crate::storage::Database;
-use crate::{admin, username};
+use crate::username;
 
 pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Result<()> {
     let db = open_database(settings).await?;
@@ -182,25 +183,6 @@ fn rfc3339(seconds: i64) -> String {
         .unwrap_or_else(|| seconds.to_string())
 }
 
-pub async fn auth(settings: &SettingsArgs, command: &AuthCommand) -> anyhow::Result<()> {
-    let command = match command {
-        AuthCommand::Reload => "reload",
-        AuthCommand::Status => "status",
-    };
-    let reply = admin::request(&settings.admin_socket(), command).await?;
-    println!("{}", serde_json::to_string_pretty(&reply)?);
-    if !reply.ok {
-        bail!(
-            "{}",
-            reply
-                .error
-                .as_deref()
-                .unwrap_or("the server refused the request")
-        );
-    }
-    Ok(())
-}
-
 pub async fn config(loaded: &Loaded, command: &ConfigCommand) -> anyhow::Result<()> {
     let settings = &loaded.cli.settings;
     match command {
@@ -325,6 +307,13 @@ async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("auth component {}", config.component.display()))?;
     let info = policy.info();
+    if let Some(trust) = policy.trust() {
+        println!(
+            "ok: auth component signed by a key of {} ({} trusted)",
+            trust.path().display(),
+            trust.len()
+        );
+    }
     println!(
         "ok: auth component {} {} ({}), sha256 {}: compiled and self-checked",
         info.name,

@@ -12,7 +12,9 @@
 //! - [`policy`]: the component, behind one door (wasmtime lives there only):
 //!   async calls, their deadlines and share of the machine, reused instances.
 //! - [`reload`], [`admin`]: what swaps the policy while serving (file watch,
-//!   SIGHUP, the admin socket behind `taskflow auth ...`).
+//!   SIGHUP, the admin socket behind `taskflow auth reload`);
+//!   [`rollout`]: the revision the database names as desired, followed by
+//!   every replica (`taskflow auth deploy`), and each replica's heartbeat.
 //! - [`storage`]: users, tasks, tokens and keys in SQLite or PostgreSQL,
 //!   with the change log that keeps each server's in-memory token status
 //!   current; [`task`]: the task model.
@@ -42,6 +44,7 @@ pub mod openapi;
 pub mod policy;
 pub mod refresh;
 pub mod reload;
+pub mod rollout;
 pub mod routes;
 pub mod server;
 pub mod startup;

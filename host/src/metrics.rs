@@ -319,6 +319,25 @@ impl Collector for ComponentCollector {
                 counter.metric_type(),
             )?)?;
         }
+        // Additive to the total above: the refusals by reason
+        // (`signature_untrusted`, `signature_mismatch`, `self_check`, ...),
+        // a small fixed set named by the host.
+        let mut refusals = encoder.encode_descriptor(
+            "auth_component_refusals",
+            "Candidate components refused since start, by reason",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, count) in &status.refusals {
+            ConstCounter::new(*count).encode(refusals.encode_family(&[("reason", reason)])?)?;
+        }
+        let revision = ConstGauge::new(status.active.revision.unwrap_or(0));
+        revision.encode(encoder.encode_descriptor(
+            "auth_component_revision",
+            "The database revision of the active component (0: the component file)",
+            None,
+            revision.metric_type(),
+        )?)?;
         let degraded = ConstGauge::new(i64::from(status.degraded));
         degraded.encode(encoder.encode_descriptor(
             "auth_component_degraded",

@@ -33,8 +33,16 @@ pub fn watch_component(policy: PolicyHandle, path: PathBuf, interval: Duration) 
     });
 }
 
-/// What tells one version of the file from another without reading it.
-fn fingerprint(path: &Path) -> Option<(SystemTime, u64, u64)> {
+/// What tells one version of the component file and its signature
+/// (`FILE.minisig`) from another without reading them: a signature written
+/// after the component is seen too.
+fn fingerprint(path: &Path) -> (Option<FileStamp>, Option<FileStamp>) {
+    (stamp(path), stamp(&crate::policy::signature_path(path)))
+}
+
+type FileStamp = (SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
     let metadata = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     let inode = std::os::unix::fs::MetadataExt::ino(&metadata);

@@ -9,10 +9,10 @@ use crate::config::SettingsArgs;
 use crate::files;
 use crate::keys::{self, KeyRing};
 use crate::login_limits::LoginLimiter;
-use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
+use crate::policy::{Directory, DirectoryFuture, Lookup, TokenStatus, UserRecord};
 use crate::routes::metadata::ServerMetadata;
 use crate::storage::{Database, StoredUser};
-use crate::{admin, reload, server};
+use crate::{admin, reload, rollout, server};
 
 /// Opens the database in the data directory (created 0700 if missing).
 pub async fn open_database(settings: &SettingsArgs) -> anyhow::Result<Database> {
@@ -27,12 +27,13 @@ pub async fn open_database(settings: &SettingsArgs) -> anyhow::Result<Database> 
         .context("cannot open the database")
 }
 
-/// Loads the policy component with users, revocations and signing keys
-/// from `db`; the key ring is returned for [`keys::follow`].
+/// Loads the desired policy revision (see [`rollout`]) with users,
+/// revocations and signing keys from `db`; the key ring is returned for
+/// [`keys::follow`].
 pub async fn load_policy(
     settings: &SettingsArgs,
     db: &Database,
-) -> anyhow::Result<(PolicyHandle, KeyRing)> {
+) -> anyhow::Result<(rollout::Started, KeyRing)> {
     let config = settings.policy_config()?;
     let ring = KeyRing::new(
         db.clone(),
@@ -46,7 +47,7 @@ pub async fn load_policy(
     let policy_settings = settings.policy_settings_with_keys(keys)?;
     let users = Arc::new(DatabaseDirectory { db: db.clone() });
     Ok((
-        PolicyHandle::load(&config, policy_settings, users).await?,
+        rollout::load_desired(&config, policy_settings, users, db).await?,
         ring,
     ))
 }
@@ -63,7 +64,8 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let db = open_database(settings).await?;
-    let (policy, ring) = load_policy(settings, &db).await?;
+    let (started, ring) = load_policy(settings, &db).await?;
+    let policy = started.policy;
     keys::follow(
         ring,
         policy.clone(),
@@ -83,17 +85,33 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     let info = policy.info();
     tracing::info!(
         component = %info.path.display(),
+        revision = ?info.revision,
         name = %info.name,
         version = %info.version,
         sha256 = %info.sha256,
         "auth policy loaded"
     );
+    match policy.trust() {
+        Some(trust) => tracing::info!(
+            trust = %trust.path().display(),
+            keys = trust.len(),
+            "auth components must be signed by a trusted key"
+        ),
+        None => tracing::warn!(
+            "no --component-trust configured: any component file or deployed revision is accepted unsigned; \
+             whoever can write the component file or the database replaces the auth policy"
+        ),
+    }
     if let Some(signing) = policy.signing_keys().first() {
         keys::warn_unless_wanted(signing, settings.signing_algorithm);
     }
     admin::serve(policy.clone(), settings.admin_socket())?;
     if let Some(interval) = settings.component_watch() {
-        reload::watch_component(policy.clone(), info.path.clone(), interval);
+        reload::watch_component(
+            policy.clone(),
+            settings.policy_config()?.component,
+            interval,
+        );
     }
     #[cfg(unix)]
     reload::reload_on_sighup(policy.clone()).context("cannot handle SIGHUP")?;
@@ -101,6 +119,13 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
+    rollout::follow(
+        policy.clone(),
+        db.clone(),
+        settings.database_url(),
+        rollout::replica_id(address.port()),
+        started.desired,
+    );
     let shutdown = shutdown_signal()?;
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");

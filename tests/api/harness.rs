@@ -430,3 +430,51 @@ pub async fn assert_error(
     assert!(body["error_description"].is_string(), "{body}");
     body
 }
+
+/// A minisign key pair, as `minisign -G` makes one, signing as `minisign -S` does.
+pub struct Signer {
+    keys: minisign::KeyPair,
+}
+
+impl Signer {
+    pub fn new() -> Self {
+        Self {
+            keys: minisign::KeyPair::generate_unencrypted_keypair().unwrap(),
+        }
+    }
+
+    /// The public key as a `minisign.pub` file holds it.
+    pub fn public_key(&self) -> String {
+        self.keys.pk.to_box().unwrap().into_string()
+    }
+
+    /// The detached signature of `bytes`, as a `.minisig` file holds it.
+    pub fn sign(&self, bytes: &[u8]) -> String {
+        minisign::sign(Some(&self.keys.pk), &self.keys.sk, bytes, None, None)
+            .unwrap()
+            .into_string()
+    }
+
+    /// Writes a trust file naming `signers` into `dir`; returns its path.
+    pub fn trust_file(dir: &Path, signers: &[&Signer]) -> PathBuf {
+        let path = dir.join("trusted.pub");
+        let text: String = signers.iter().map(|s| s.public_key()).collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Writes `bytes` to `path` and their signature to `path.minisig`
+    /// (signature first, so a watcher never sees the new component with the
+    /// old signature settle).
+    pub fn install(&self, path: &Path, bytes: &[u8]) {
+        replace_file(&minisig(path), self.sign(bytes).as_bytes());
+        replace_file(path, bytes);
+    }
+}
+
+/// Where the signature of the component at `path` goes.
+pub fn minisig(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".minisig");
+    PathBuf::from(name)
+}

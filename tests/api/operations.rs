@@ -565,7 +565,27 @@ async fn help_is_complete() {
             vec!["--scopes", "<USERNAME>"],
         ),
         (vec!["user", "remove", "--help"], vec!["<USERNAME>"]),
-        (vec!["auth", "--help"], vec!["reload", "status"]),
+        (
+            vec!["auth", "--help"],
+            vec![
+                "deploy",
+                "status",
+                "history",
+                "rollback",
+                "reload",
+                "signature",
+            ],
+        ),
+        (
+            vec!["auth", "deploy", "--help"],
+            vec!["<FILE>", "--signature", "--note", "minisig"],
+        ),
+        (vec!["auth", "rollback", "--help"], vec!["[REVISION]"]),
+        (vec!["auth", "status", "--help"], vec!["--json", "stale"]),
+        (
+            vec!["serve", "--help"],
+            vec!["--component-trust", "TASKFLOW_COMPONENT_TRUST"],
+        ),
         (vec!["config", "--help"], vec!["show", "check"]),
         (vec!["config", "check", "--help"], vec!["--config"]),
     ] {

@@ -245,17 +245,30 @@ async fn broken_candidates_are_refused() {
             .await;
         assert_eq!(forged.status(), 401, "{what}");
     }
-    let status = server.cli(&["auth", "status"], "");
-    assert!(status.status.success());
-    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(status["status"]["refused"], 4);
-    assert_eq!(status["status"]["swaps"], 0);
-    assert!(
-        status["status"]["last_refusal"]
-            .as_str()
-            .unwrap()
-            .contains("start-up check")
-    );
+    let health = server.health().await;
+    assert_eq!(health["auth_component"]["refused_candidates"], 4);
+    assert_eq!(health["auth_component"]["swaps"], 0);
+    // The replica reports its last refusal in `auth status`.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = server.cli(&["auth", "status", "--json"], "");
+        assert!(status.status.success());
+        let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+        let replica = &status["replicas"][0];
+        if replica["last_refusal_reason"] == "self_check" {
+            assert!(
+                replica["last_refusal"]
+                    .as_str()
+                    .unwrap()
+                    .contains("start-up check"),
+                "{status}"
+            );
+            assert_eq!(replica["condition"], "current", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(server.log().contains("candidate refused"));
 }
 

@@ -2,12 +2,15 @@
 //! when that database stalls or goes away. Runs under `scripts/with-postgres`
 //! (`just test-postgres`), which provides the server.
 
+#[path = "../api/fleet.rs"]
+mod fleet;
 #[path = "../api/harness.rs"]
 #[allow(dead_code)]
 mod harness;
 
 mod outage;
 mod proxy;
+mod rollout;
 mod token_status;
 mod two_replicas;
 

@@ -9,6 +9,7 @@ pub mod file;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -18,6 +19,7 @@ use crate::files;
 use crate::keys::KeyTimings;
 use crate::policy::{
     CallDeadlines, KeyAlgorithm, PolicyConfig, PolicySettings, SandboxLimits, SigningKey,
+    TrustedKeys,
 };
 use crate::refresh::RefreshLifetime;
 use crate::server::ConnectionLimits;
@@ -62,7 +64,7 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Manage the auth policy of a running server.
+    /// Roll the auth policy out to every replica, show, list and roll back revisions.
     #[command(subcommand)]
     Auth(AuthCommand),
     /// Manage the signing keys (shared by every replica on the database).
@@ -102,11 +104,51 @@ pub enum ConfigCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Policies roll out through the database: `deploy` stores a component \
+    as a new revision and makes it desired, and every replica on the database verifies its \
+    signature (with --component-trust), compiles it, self-checks it and swaps it in without \
+    failing a request; a replica that refuses it keeps serving what it has and reports why \
+    in `status`."
+)]
 pub enum AuthCommand {
-    /// Load the component file again; it takes over if it changed and passes its checks.
+    /// Store a component as a new revision and make it desired on every
+    /// replica. Its minisign signature is read from FILE.minisig (or
+    /// --signature) and stored with it.
+    Deploy {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Its detached minisign signature [default: FILE.minisig, if present].
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// What this revision is, for `auth history`.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Show the desired revision and what every replica serves, when it
+    /// took over, what it last refused and why; replicas not heard from
+    /// lately are marked stale.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the stored revisions, newest first; the desired one is marked.
+    History {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an earlier revision desired again, on every replica.
+    Rollback {
+        /// The revision, as `auth history` lists it [default: the one
+        /// desired before the current one].
+        revision: Option<i64>,
+    },
+    /// Make the running server on this data directory load its component
+    /// file (and FILE.minisig) again: it takes over on this replica only,
+    /// until the next deploy, if it changed and passes its checks.
     Reload,
-    /// Show the active component, swap counts and health.
-    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +247,11 @@ pub struct SettingsArgs {
     /// Auth policy component (.wasm) [default: the one `just build` makes].
     #[arg(long, env = "TASKFLOW_AUTH_COMPONENT", global = true)]
     pub auth_component: Option<PathBuf>,
+    /// File of minisign public keys allowed to sign auth components. With
+    /// it, every component (at start, from the file, on deploy) must carry
+    /// a valid signature by one of them (FILE.minisig), or it is refused.
+    #[arg(long, env = "TASKFLOW_COMPONENT_TRUST", global = true)]
+    pub component_trust: Option<PathBuf>,
     /// Directory for compiled components [default: DATA_DIR/component-cache].
     #[arg(long, env = "TASKFLOW_COMPONENT_CACHE_DIR", global = true)]
     pub component_cache_dir: Option<PathBuf>,
@@ -441,6 +488,8 @@ pub enum ConfigError {
         "signing secret {source_name} is {len} bytes; at least {MIN_SECRET_BYTES} are required"
     )]
     ShortSecret { source_name: String, len: usize },
+    #[error(transparent)]
+    Trust(#[from] crate::policy::TrustError),
     #[error("signing secret file {}: {source}", path.display())]
     SecretFile {
         path: PathBuf,
@@ -654,7 +703,16 @@ impl SettingsArgs {
                 decision_cache: Duration::from_millis(self.decision_cache_ms),
                 ..SandboxLimits::default()
             },
+            trust: self.component_trust()?,
         })
+    }
+
+    /// The keys allowed to sign components, if trust is configured.
+    pub fn component_trust(&self) -> Result<Option<Arc<TrustedKeys>>, ConfigError> {
+        match &self.component_trust {
+            Some(path) => Ok(Some(Arc::new(TrustedKeys::read(path)?))),
+            None => Ok(None),
+        }
     }
 
     /// Token settings and the signing key, validated.

@@ -8,15 +8,19 @@
 
 mod decision_cache;
 mod runtime;
+mod signature;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 
 pub use runtime::{CallDeadlines, ComponentInfo, LoadError};
+pub use signature::{SignatureError, TrustError, TrustedKeys, read_signature, signature_path};
 
 /// A stored user as the policy needs it.
 #[derive(Clone)]
@@ -182,6 +186,80 @@ pub struct PolicyConfig {
     /// Where compiled components are kept between runs; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
     pub limits: SandboxLimits,
+    /// The keys allowed to sign components; with them, every candidate must
+    /// carry a valid signature by one, checked before it is compiled.
+    pub trust: Option<Arc<TrustedKeys>>,
+}
+
+/// A component that may take over: its bytes, its detached signature, and
+/// where it came from.
+#[derive(Clone)]
+pub struct Candidate {
+    /// The file, or `revision N` for one stored in the database.
+    pub origin: PathBuf,
+    pub bytes: Vec<u8>,
+    /// The text of its minisign signature, if it has one.
+    pub signature: Option<String>,
+    /// The database revision, if it is one.
+    pub revision: Option<i64>,
+}
+
+impl Candidate {
+    /// The component file and the signature next to it (`FILE.minisig`).
+    pub fn from_file(path: &Path) -> Result<Self, LoadError> {
+        let unreadable = |source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let bytes = std::fs::read(path).map_err(unreadable)?;
+        let signature = read_signature(path).map_err(unreadable)?;
+        Ok(Self {
+            origin: path.to_owned(),
+            bytes,
+            signature,
+            revision: None,
+        })
+    }
+
+    /// A revision stored in the database.
+    pub fn revision(revision: i64, bytes: Vec<u8>, signature: Option<String>) -> Self {
+        Self {
+            origin: PathBuf::from(format!("revision {revision}")),
+            bytes,
+            signature,
+            revision: Some(revision),
+        }
+    }
+
+    /// Checks the signature, if trust is configured, before anything else
+    /// looks at the bytes.
+    fn verified(self, trust: Option<&TrustedKeys>) -> Result<runtime::ComponentFile, LoadError> {
+        if let Some(trust) = trust {
+            trust
+                .verify(&self.bytes, self.signature.as_deref())
+                .map_err(|source| LoadError::Signature {
+                    path: self.origin.clone(),
+                    source,
+                })?;
+        }
+        Ok(runtime::ComponentFile::new(
+            self.origin,
+            self.bytes,
+            self.revision,
+        ))
+    }
+}
+
+/// The metric label of why a candidate was refused.
+pub fn refusal_reason(error: &LoadError) -> &'static str {
+    match error {
+        LoadError::Read { .. } => "unreadable",
+        LoadError::Invalid { .. } => "invalid",
+        LoadError::WrongWorld { .. } => "wrong_world",
+        LoadError::Check { .. } => "self_check",
+        LoadError::Engine(_) => "engine",
+        LoadError::Signature { source, .. } => source.reason(),
+    }
 }
 
 /// A successful password or refresh grant.
@@ -273,6 +351,9 @@ pub struct PolicyStatus {
     pub refused: u64,
     /// Why the last candidate was refused, if one was.
     pub last_refusal: Option<String>,
+    /// Refusals since start by reason (`signature_untrusted`, `self_check`, ...).
+    #[serde(default)]
+    pub refusals: BTreeMap<String, u64>,
     /// The active component failed on each of its last few calls.
     pub degraded: bool,
 }
@@ -284,6 +365,14 @@ pub enum ReloadOutcome {
     Unchanged,
     /// The file's component passed its checks and now serves.
     Swapped,
+}
+
+/// A candidate refused: why, and which revision it was (if one).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub revision: Option<i64>,
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// The active policy, swappable while serving; cheap to clone, shared by all
@@ -306,7 +395,11 @@ struct Inner {
     reloading: tokio::sync::Mutex<()>,
     swaps: AtomicU64,
     refused: AtomicU64,
-    last_refusal: Mutex<Option<String>>,
+    last_refusal: Mutex<Option<Refusal>>,
+    refusals: Mutex<BTreeMap<String, u64>>,
+    trust: Option<Arc<TrustedKeys>>,
+    /// Woken on every swap and refusal, for whoever reports them.
+    changed: tokio::sync::Notify,
 }
 
 impl PolicyHandle {
@@ -316,11 +409,24 @@ impl PolicyHandle {
         settings: PolicySettings,
         users: Arc<dyn Directory>,
     ) -> Result<Self, LoadError> {
+        let candidate = Candidate::from_file(&config.component)?;
+        Self::load_candidate(config, candidate, settings, users).await
+    }
+
+    /// Verifies (with trust configured), compiles and checks `candidate`,
+    /// which then serves; the component file of `config` is what later
+    /// reloads read.
+    pub async fn load_candidate(
+        config: &PolicyConfig,
+        candidate: Candidate,
+        settings: PolicySettings,
+        users: Arc<dyn Directory>,
+    ) -> Result<Self, LoadError> {
+        let file = candidate.verified(config.trust.as_deref())?;
         let sandbox = Arc::new(runtime::Sandbox::new(
             config.limits.clone(),
             config.cache_dir.clone(),
         )?);
-        let file = runtime::ComponentFile::read(&config.component)?;
         let first =
             runtime::PolicyRuntime::load(&sandbox, file, &settings, Arc::clone(&users)).await?;
         Ok(Self {
@@ -335,6 +441,9 @@ impl PolicyHandle {
                 swaps: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 last_refusal: Mutex::new(None),
+                refusals: Mutex::new(BTreeMap::new()),
+                trust: config.trust.clone(),
+                changed: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -381,9 +490,10 @@ impl PolicyHandle {
             active: active.info().clone(),
             swaps: self.inner.swaps.load(Ordering::SeqCst),
             refused: self.inner.refused.load(Ordering::Relaxed),
-            last_refusal: self
+            last_refusal: self.last_refusal().map(|r| r.message),
+            refusals: self
                 .inner
-                .last_refusal
+                .refusals
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
@@ -391,27 +501,55 @@ impl PolicyHandle {
         }
     }
 
-    /// Loads the component file again and, if it changed and passes every
-    /// check, makes it the active policy. A refused candidate leaves the
-    /// active one serving.
+    /// The last candidate refused since start, if any.
+    pub fn last_refusal(&self) -> Option<Refusal> {
+        self.inner
+            .last_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts and reports a candidate refused elsewhere (a desired
+    /// revision that could not serve at start).
+    pub fn record_refusal(&self, revision: Option<i64>, error: &LoadError) {
+        let reason = refusal_reason(error);
+        self.inner
+            .count_refusal(revision, reason, error.to_string());
+        tracing::warn!(reason, error = %error, "auth component candidate refused");
+    }
+
+    /// Resolves at the next swap or refusal.
+    pub async fn changed(&self) {
+        self.inner.changed.notified().await;
+    }
+
+    /// Whether components must be signed by trusted keys.
+    pub fn trust(&self) -> Option<&TrustedKeys> {
+        self.inner.trust.as_deref()
+    }
+
+    /// Loads the component file (and its signature) again and, if it
+    /// changed and passes every check, makes it the active policy. A
+    /// refused candidate leaves the active one serving.
     pub async fn reload(&self) -> Result<ReloadOutcome, LoadError> {
         let _one_at_a_time = self.inner.reloading.lock().await;
-        let outcome = self.inner.load_candidate().await;
-        match &outcome {
-            Ok(ReloadOutcome::Swapped) => {}
-            Ok(ReloadOutcome::Unchanged) => {
-                tracing::debug!("auth component unchanged; nothing to swap");
-            }
-            Err(e) => {
-                self.inner.refused.fetch_add(1, Ordering::Relaxed);
-                *self
-                    .inner
-                    .last_refusal
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                tracing::warn!(reason = %e, "auth component candidate refused; the active policy keeps serving");
-            }
-        }
+        let candidate = Candidate::from_file(&self.inner.component);
+        let outcome = match candidate {
+            Ok(candidate) => self.inner.try_candidate(candidate).await,
+            Err(e) => Err(e),
+        };
+        self.inner.record(None, &outcome);
+        outcome
+    }
+
+    /// Makes `candidate` (a stored revision) the active policy if it passes
+    /// every check; a refused one leaves the active one serving.
+    pub async fn swap_to(&self, candidate: Candidate) -> Result<ReloadOutcome, LoadError> {
+        let _one_at_a_time = self.inner.reloading.lock().await;
+        let revision = candidate.revision;
+        let outcome = self.inner.try_candidate(candidate).await;
+        self.inner.record(revision, &outcome);
         outcome
     }
 
@@ -489,12 +627,49 @@ impl Inner {
         self.settings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn load_candidate(&self) -> Result<ReloadOutcome, LoadError> {
-        let file = runtime::ComponentFile::read(&self.component)?;
+    /// Counts and logs what a candidate came to.
+    fn record(&self, revision: Option<i64>, outcome: &Result<ReloadOutcome, LoadError>) {
+        match outcome {
+            Ok(ReloadOutcome::Swapped) => {}
+            Ok(ReloadOutcome::Unchanged) => {
+                tracing::debug!("auth component unchanged; nothing to swap");
+            }
+            Err(e) => {
+                let reason = refusal_reason(e);
+                self.count_refusal(revision, reason, e.to_string());
+                tracing::warn!(reason, error = %e, "auth component candidate refused; the active policy keeps serving");
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn count_refusal(&self, revision: Option<i64>, reason: &'static str, message: String) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason.to_owned())
+            .or_default() += 1;
+        *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(Refusal {
+            revision,
+            reason,
+            message,
+        });
+    }
+
+    async fn try_candidate(&self, candidate: Candidate) -> Result<ReloadOutcome, LoadError> {
         let current = self.active.load_full();
-        if file.sha256 == current.info().sha256 {
+        // The same bytes are no candidate: a file that did not change, or
+        // the revision already serving. (A revision holding the bytes the
+        // file brought in takes over, so that it is reported as serving.)
+        let sha256 = hex::encode(Sha256::digest(&candidate.bytes));
+        if sha256 == current.info().sha256
+            && (candidate.revision.is_none() || candidate.revision == current.info().revision)
+        {
             return Ok(ReloadOutcome::Unchanged);
         }
+        let file = candidate.verified(self.trust.as_deref())?;
         let settings = self.lock_settings().clone();
         let candidate =
             runtime::PolicyRuntime::load(&self.sandbox, file, &settings, Arc::clone(&self.users))
@@ -512,6 +687,7 @@ impl Inner {
         tracing::info!(
             from = %from.name, from_version = %from.version, from_sha256 = %from.sha256,
             to = %to.name, to_version = %to.version, to_sha256 = %to.sha256,
+            from_revision = ?from.revision, to_revision = ?to.revision,
             "auth policy swapped"
         );
         Ok(ReloadOutcome::Swapped)

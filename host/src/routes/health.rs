@@ -31,6 +31,11 @@ pub struct ActiveComponent {
     pub swaps: u64,
     /// Candidates refused since start.
     pub refused_candidates: u64,
+    /// The database revision serving (`taskflow auth history`); null while
+    /// a component file that is no revision serves.
+    pub revision: Option<i64>,
+    /// Whether the component's signature was checked against trusted keys.
+    pub signature_verified: bool,
 }
 
 /// Liveness and the active auth policy component.
@@ -49,6 +54,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             contract: info.contract,
             swaps: status.swaps,
             refused_candidates: status.refused,
+            revision: info.revision,
+            signature_verified: state.policy.trust().is_some(),
         },
     })
 }

@@ -57,9 +57,7 @@ impl Database {
         tokio::pin!(stop);
         let mut follower = Follower {
             db: self,
-            url,
-            listener: None,
-            listener_retry_at: Instant::now(),
+            wakeups: Wakeups::new(self.backend, url, CHANGES_CHANNEL),
             last_read: None,
             pruned_at: Instant::now(),
             failing: false,
@@ -68,7 +66,7 @@ impl Database {
             follower.read_log(timing).await;
             tokio::select! {
                 () = &mut stop => break,
-                () = follower.wait(timing.poll) => {}
+                () = follower.wakeups.wait(timing.poll) => {}
             }
         }
         self.status.expire();
@@ -77,9 +75,7 @@ impl Database {
 
 struct Follower<'a> {
     db: &'a Database,
-    url: &'a str,
-    listener: Option<PgListener>,
-    listener_retry_at: Instant,
+    wakeups: Wakeups,
     /// When the log was last read successfully.
     last_read: Option<Instant>,
     pruned_at: Instant,
@@ -136,17 +132,41 @@ impl Follower<'_> {
         }
         Ok(())
     }
+}
+
+/// What wakes a follower: a PostgreSQL notification on one channel, or
+/// the poll interval (SQLite has no notifications; on PostgreSQL the poll
+/// catches what a lost notification missed).
+pub(crate) struct Wakeups {
+    backend: Backend,
+    url: String,
+    channel: &'static str,
+    listener: Option<PgListener>,
+    retry_at: Instant,
+}
+
+impl Wakeups {
+    /// Wakeups from `channel` of the database at `url`.
+    pub(crate) fn new(backend: Backend, url: &str, channel: &'static str) -> Self {
+        Self {
+            backend,
+            url: url.to_owned(),
+            channel,
+            listener: None,
+            retry_at: Instant::now(),
+        }
+    }
 
     /// Waits for a notification (PostgreSQL) or `poll`, whichever is first.
-    async fn wait(&mut self, poll: Duration) {
-        if self.db.backend != Backend::Postgres {
+    pub(crate) async fn wait(&mut self, poll: Duration) {
+        if self.backend != Backend::Postgres {
             tokio::time::sleep(poll).await;
             return;
         }
-        if self.listener.is_none() && Instant::now() >= self.listener_retry_at {
+        if self.listener.is_none() && Instant::now() >= self.retry_at {
             self.listener = self.listen().await;
             if self.listener.is_none() {
-                self.listener_retry_at = Instant::now() + LISTENER_RETRY;
+                self.retry_at = Instant::now() + LISTENER_RETRY;
             }
         }
         let Some(listener) = self.listener.as_mut() else {
@@ -159,7 +179,7 @@ impl Follower<'_> {
                 // The connection was lost; notifications sent meanwhile are
                 // gone, and the next read of the log catches up.
                 Ok(None) | Err(_) => {
-                    tracing::debug!("change listener lost its connection");
+                    tracing::debug!(channel = self.channel, "listener lost its connection");
                     self.listener = None;
                 }
             },
@@ -169,21 +189,21 @@ impl Follower<'_> {
 
     async fn listen(&self) -> Option<PgListener> {
         let attempt = async {
-            let mut listener = PgListener::connect(self.url).await?;
+            let mut listener = PgListener::connect(&self.url).await?;
             // A lost connection is reported at once (and re-opened here,
             // after LISTENER_RETRY), never re-opened inside the wait.
             listener.eager_reconnect(false);
-            listener.listen(CHANGES_CHANNEL).await?;
+            listener.listen(self.channel).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         match tokio::time::timeout(LISTENER_RETRY, attempt).await {
             Ok(Ok(listener)) => Some(listener),
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "cannot listen for changes yet");
+                tracing::debug!(channel = self.channel, error = %e, "cannot listen yet");
                 None
             }
             Err(_) => {
-                tracing::debug!("cannot listen for changes yet: no answer");
+                tracing::debug!(channel = self.channel, "cannot listen yet: no answer");
                 None
             }
         }

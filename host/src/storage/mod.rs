@@ -11,6 +11,7 @@ mod changes;
 mod grants;
 mod keys;
 mod login_attempts;
+mod policy_revisions;
 mod refresh_tokens;
 mod revocations;
 mod sqlite_reads;
@@ -25,10 +26,15 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use change_feed::FeedTiming;
+pub(crate) use change_feed::Wakeups;
 pub use changes::{AuthChange, CHANGES_CHANNEL, LoggedChange};
 pub use grants::Credentials;
 pub use keys::{KeyChange, StoredKey};
 pub use login_attempts::{LoginOutcome, LoginReservation};
+pub use policy_revisions::{
+    DeployAction, Desired, NewRevision, POLICY_CHANNEL, ReplicaState, RevisionSummary,
+    StoredRevision,
+};
 pub use refresh_tokens::{NewRefreshToken, Rotation, StoredRefreshToken};
 pub use token_status::UserStatus;
 pub use users::StoredUser;

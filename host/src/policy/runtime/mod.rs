@@ -25,7 +25,7 @@ mod pool;
 mod self_check;
 mod worlds;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -63,6 +63,9 @@ pub struct ComponentInfo {
     /// before 0.3.
     #[serde(default)]
     pub contract: String,
+    /// The database revision it came from; `None` for a component file.
+    #[serde(default)]
+    pub revision: Option<i64>,
 }
 
 /// Why a component could not be loaded. Each names the file.
@@ -81,6 +84,11 @@ pub enum LoadError {
     Check { path: PathBuf, reason: String },
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
+    #[error("auth component {}: signature refused: {source}", path.display())]
+    Signature {
+        path: PathBuf,
+        source: super::SignatureError,
+    },
 }
 
 /// A component file as read from disk, with its digest.
@@ -89,19 +97,19 @@ pub(super) struct ComponentFile {
     pub(super) bytes: Vec<u8>,
     /// Hex SHA-256 of `bytes`.
     pub(super) sha256: String,
+    /// The database revision it came from, if any.
+    pub(super) revision: Option<i64>,
 }
 
 impl ComponentFile {
-    pub(super) fn read(path: &Path) -> Result<Self, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Self {
-            path: path.to_owned(),
+    /// `bytes` as loaded from `path` (a file, or `revision N` for a stored one).
+    pub(super) fn new(path: PathBuf, bytes: Vec<u8>, revision: Option<i64>) -> Self {
+        Self {
+            path,
             sha256: hex::encode(Sha256::digest(&bytes)),
             bytes,
-        })
+            revision,
+        }
     }
 }
 
@@ -136,6 +144,7 @@ impl PolicyRuntime {
             path,
             bytes,
             sha256,
+            revision,
         } = file;
         let component = {
             let (sandbox, path, sha256) = (Arc::clone(sandbox), path.clone(), sha256.clone());
@@ -174,6 +183,7 @@ impl PolicyRuntime {
                 path: path.clone(),
                 loaded_at: now_rfc3339(),
                 contract: String::new(),
+                revision,
             },
         };
         let check_failed = |reason: String| LoadError::Check {

@@ -10,7 +10,9 @@
 //!   [`openapi`]: the API document and the docs page.
 //! - [`auth`]: the Bearer check each protected route declares.
 //! - [`policy`]: the component, behind one door (wasmtime lives there only):
-//!   async calls, their deadlines and share of the machine, reused instances.
+//!   async calls, their deadlines and share of the machine, reused instances,
+//!   signatures of candidates, and Bearer decisions remembered until
+//!   anything they depend on changes.
 //! - [`reload`], [`admin`]: what swaps the policy while serving (file watch,
 //!   SIGHUP, the admin socket behind `taskflow auth reload`);
 //!   [`rollout`]: the revision the database names as desired, followed by

@@ -13,8 +13,10 @@ use crate::policy::PolicyHandle;
 /// Polling, unlike change notifications, also sees a file replaced by a
 /// rename or on a network filesystem.
 pub fn watch_component(policy: PolicyHandle, path: PathBuf, interval: Duration) {
+    // Taken now, not when the task first runs: a change made between the
+    // load and the task's first turn would otherwise look like the start.
+    let mut seen = fingerprint(&path);
     tokio::spawn(async move {
-        let mut seen = fingerprint(&path);
         loop {
             tokio::time::sleep(interval).await;
             let now = fingerprint(&path);

@@ -3,22 +3,26 @@
 //! public listener. One request line in, one JSON line out.
 //!
 //! `reload` swaps in the component file if it changed and passes its
-//! checks; `status` reports the active component and the swap counters.
+//! checks; `status` reports the active component and the swap counters;
+//! `unlock NAME` forgets NAME's failed logins where this server counts
+//! them (its memory, on SQLite).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::login_limits::LoginLimiter;
 use crate::policy::{PolicyHandle, PolicyStatus, ReloadOutcome};
 
-/// The longest request line accepted.
-const MAX_REQUEST: u64 = 64;
+/// The longest request line accepted: a command and a username.
+const MAX_REQUEST: u64 = 1024;
 
 /// One answer on the admin socket.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct AdminReply {
     pub ok: bool,
     /// For `reload`: `swapped` or `unchanged`.
@@ -28,10 +32,13 @@ pub struct AdminReply {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<PolicyStatus>,
+    /// For `unlock`: how many failed logins were forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgotten: Option<u64>,
 }
 
 /// Binds the socket at `path` and serves it in the background.
-pub fn serve(policy: PolicyHandle, path: PathBuf) -> anyhow::Result<()> {
+pub fn serve(policy: PolicyHandle, logins: Arc<LoginLimiter>, path: PathBuf) -> anyhow::Result<()> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
             bail!(
@@ -49,9 +56,9 @@ pub fn serve(policy: PolicyHandle, path: PathBuf) -> anyhow::Result<()> {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let policy = policy.clone();
+                    let (policy, logins) = (policy.clone(), logins.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &policy).await {
+                        if let Err(e) = answer(stream, &policy, &logins).await {
                             tracing::debug!(error = %e, "admin connection failed");
                         }
                     });
@@ -69,19 +76,40 @@ fn set_private(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot restrict the admin socket {}", path.display()))
 }
 
-async fn answer(stream: UnixStream, policy: &PolicyHandle) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    policy: &PolicyHandle,
+    logins: &LoginLimiter,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read)
         .take(MAX_REQUEST)
         .read_line(&mut line)
         .await?;
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    if let Some(username) = line.strip_prefix("unlock ") {
+        let reply = match logins.unlock(username).await {
+            Ok(forgotten) => AdminReply {
+                ok: true,
+                forgotten: Some(forgotten),
+                ..AdminReply::default()
+            },
+            Err(e) => AdminReply {
+                ok: false,
+                error: Some(e.to_string()),
+                ..AdminReply::default()
+            },
+        };
+        return write_reply(&mut write, &reply).await;
+    }
     let reply = match line.trim() {
         "status" => AdminReply {
             ok: true,
             outcome: None,
             error: None,
             status: Some(policy.status()),
+            forgotten: None,
         },
         "reload" => match policy.reload().await {
             Ok(outcome) => AdminReply {
@@ -95,24 +123,34 @@ async fn answer(stream: UnixStream, policy: &PolicyHandle) -> std::io::Result<()
                 ),
                 error: None,
                 status: Some(policy.status()),
+                forgotten: None,
             },
             Err(e) => AdminReply {
                 ok: false,
                 outcome: None,
                 error: Some(e.to_string()),
                 status: Some(policy.status()),
+                forgotten: None,
             },
         },
         other => AdminReply {
             ok: false,
             outcome: None,
             error: Some(format!(
-                "unknown command {other:?}; expected reload or status"
+                "unknown command {other:?}; expected reload, status or unlock NAME"
             )),
             status: None,
+            forgotten: None,
         },
     };
-    let mut json = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
+    write_reply(&mut write, &reply).await
+}
+
+async fn write_reply(
+    write: &mut (impl AsyncWriteExt + Unpin),
+    reply: &AdminReply,
+) -> std::io::Result<()> {
+    let mut json = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
     json.push(b'\n');
     write.write_all(&json).await
 }

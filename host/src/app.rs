@@ -42,7 +42,7 @@ impl AppState {
     pub fn new(
         db: Database,
         policy: PolicyHandle,
-        logins: LoginLimiter,
+        logins: Arc<LoginLimiter>,
         refresh: Option<RefreshLifetime>,
         metadata: ServerMetadata,
     ) -> Self {
@@ -51,7 +51,7 @@ impl AppState {
             refresh: refresh.map(|lifetime| RefreshTokens::new(db.clone(), lifetime)),
             db,
             policy,
-            logins: Arc::new(logins),
+            logins,
             metrics,
             metadata: Arc::new(metadata),
         }

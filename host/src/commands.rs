@@ -11,16 +11,25 @@ use anyhow::{Context, bail};
 mod auth;
 pub use auth::auth;
 
+use crate::admin;
 use crate::config::file::{Loaded, Source};
 use crate::config::{ConfigCommand, KeysCommand, SecretSource, SettingsArgs, UserCommand};
 use crate::keys::{self, KeyRing};
+use crate::login_limits::LoginLimiter;
 use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
-use crate::startup::open_database;
-use crate::storage::Database;
+use crate::startup::{open_database, open_existing_database};
+use crate::storage::{Backend, Database};
 use crate::username;
 
 pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Result<()> {
-    let db = open_database(settings).await?;
+    if let UserCommand::Unlock { username } = command {
+        return unlock(settings, username).await;
+    }
+    // Only `add` may create the database; the others need one that exists.
+    let db = match command {
+        UserCommand::Add { .. } => open_database(settings).await?,
+        _ => open_existing_database(settings).await?,
+    };
     match command {
         UserCommand::Add { username, scopes } => {
             let name = username::canonical(username)
@@ -97,7 +106,47 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                 username::printable(&name)
             );
         }
+        UserCommand::Unlock { .. } => unreachable!("answered above"),
     }
+    Ok(())
+}
+
+/// `user unlock`: forgets a username's failed logins where they are
+/// counted. On PostgreSQL that is the database, shared by every replica;
+/// on SQLite, the memory of the server on this data directory, reached
+/// through its admin socket.
+async fn unlock(settings: &SettingsArgs, given: &str) -> anyhow::Result<()> {
+    // Counted as `/token` counts them: every spelling under one name.
+    let name = username::canonical(given).unwrap_or_else(|_| given.to_owned());
+    let shown = username::printable(&name);
+    let forgotten = match Backend::of(&settings.database_url())? {
+        Backend::Postgres => {
+            let db = open_existing_database(settings).await?;
+            LoginLimiter::for_database(&db, settings.login_limits())
+                .unlock(&name)
+                .await?
+        }
+        Backend::Sqlite => {
+            let socket = settings.admin_socket();
+            if !socket.exists() {
+                println!(
+                    "no server is running on {}: failed logins are counted in the server's memory on SQLite, \
+                     so {shown} has none to forget",
+                    settings.data_dir.display()
+                );
+                return Ok(());
+            }
+            let reply = admin::request(&socket, &format!("unlock {name}")).await?;
+            match (reply.ok, reply.forgotten) {
+                (true, Some(forgotten)) => forgotten,
+                _ => bail!(
+                    "the server did not unlock {shown}: {}",
+                    reply.error.as_deref().unwrap_or("no reason given")
+                ),
+            }
+        }
+    };
+    println!("unlocked {shown}: forgot {forgotten} failed logins; they may log in at once");
     Ok(())
 }
 
@@ -130,8 +179,14 @@ async fn existing_name(db: &Database, given: &str) -> anyhow::Result<String> {
 }
 
 pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Result<()> {
-    let db = open_database(settings).await?;
-    let ring = KeyRing::new(db, settings.master_secret()?, settings.key_timings());
+    // The secret unseals the stored keys and seals new ones; only `serve`
+    // creates it, so that every key is sealed under the server's secret.
+    let secret = settings.required_master_secret()?;
+    let db = match command {
+        KeysCommand::Rotate { .. } => open_database(settings).await?,
+        KeysCommand::List | KeysCommand::Retire { .. } => open_existing_database(settings).await?,
+    };
+    let ring = KeyRing::new(db, secret, settings.key_timings());
     let now = keys::unix_now();
     match command {
         KeysCommand::Rotate { algorithm } => {
@@ -155,7 +210,13 @@ pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Res
                     key.algorithm,
                     key.state,
                     rfc3339(key.created_at),
-                    rfc3339(key.activates_at),
+                    // The key made from the signing secret signs from the
+                    // first start on, not from a date.
+                    if key.activates_at == 0 {
+                        "first start".to_owned()
+                    } else {
+                        rfc3339(key.activates_at)
+                    },
                     key.verifies_until.map_or_else(|| "-".to_owned(), rfc3339)
                 );
             }
@@ -283,15 +344,7 @@ async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
     }
     // A secret that does not exist yet is stood in for by a random one:
     // the component only has to show it can sign and verify.
-    let secret = match secret {
-        Some(secret) => secret,
-        None => {
-            let mut stand_in = vec![0u8; 32];
-            getrandom::fill(&mut stand_in).context("no randomness")?;
-            stand_in
-        }
-    };
-    let policy_settings = settings.policy_settings_with(secret)?;
+    let policy_settings = settings.policy_settings_with(secret_or_stand_in(secret)?)?;
     println!(
         "ok: tokens from issuer {:?} for audience {:?}, valid {} s",
         policy_settings.issuer,
@@ -370,12 +423,27 @@ fn toml_value(value: &str) -> String {
     }
 }
 
+/// `secret`, or a random stand-in where none exists yet (so none is
+/// created): for work that signs nothing anyone keeps.
+fn secret_or_stand_in(secret: Option<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
+    match secret {
+        Some(secret) => Ok(secret),
+        None => {
+            let mut stand_in = vec![0u8; 32];
+            getrandom::fill(&mut stand_in).context("no randomness")?;
+            Ok(stand_in)
+        }
+    }
+}
+
 /// Hashes with the configured component, so the hash is exactly what it
-/// will check at `/token`.
+/// will check at `/token`. Hashing signs nothing, so a secret still to be
+/// generated by `serve` is not created here.
 async fn hash_password(settings: &SettingsArgs, password: String) -> anyhow::Result<String> {
+    let secret = secret_or_stand_in(settings.existing_signing_secret()?)?;
     let policy = PolicyHandle::load(
         &settings.policy_config()?,
-        settings.policy_settings()?,
+        settings.policy_settings_with(secret)?,
         Arc::new(NoUsers),
     )
     .await?;

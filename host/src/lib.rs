@@ -25,7 +25,8 @@
 //!   [`login_limits`]: those limits for the deployment (in the database on
 //!   PostgreSQL); [`keys`]: the signing
 //!   key ring and its rotation.
-//! - [`metrics`]: what is counted, for `GET /metrics`; [`telemetry`]: logs.
+//! - [`metrics`]: what is counted, for `GET /metrics`; [`telemetry`]: logs;
+//!   [`report`]: an error as the one line an operator reads.
 //! - [`commands`]: `taskflow user ...` and `taskflow auth ...`;
 //!   [`username`]: usernames in RFC 8265's canonical form, and the least
 //!   a password is.
@@ -46,6 +47,7 @@ pub mod openapi;
 pub mod policy;
 pub mod refresh;
 pub mod reload;
+pub mod report;
 pub mod rollout;
 pub mod routes;
 pub mod server;

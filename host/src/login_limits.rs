@@ -65,7 +65,7 @@ impl LoginLimiter {
                 .map(Attempt::Memory)
                 .map_err(Refusal::Limited),
             Self::Shared { db, limits } => {
-                let user_key = format!("user:{username}");
+                let user_key = user_key(username);
                 let keys = [
                     (user_key.clone(), limits.per_user),
                     (format!("address:{address}"), limits.per_address),
@@ -85,6 +85,23 @@ impl LoginLimiter {
             }
         }
     }
+}
+
+impl LoginLimiter {
+    /// Forgets `username`'s failed logins (see [`LoginThrottle::forget_failures`]):
+    /// in this process, or for every replica in the database. Returns how
+    /// many were forgotten.
+    pub async fn unlock(&self, username: &str) -> Result<u64, StorageError> {
+        match self {
+            Self::Memory(throttle) => Ok(throttle.forget_failures(username) as u64),
+            Self::Shared { db, .. } => db.forget_login_failures(&user_key(username)).await,
+        }
+    }
+}
+
+/// The key a username's attempts are counted under in the database.
+fn user_key(username: &str) -> String {
+    format!("user:{username}")
 }
 
 impl Attempt<'_> {

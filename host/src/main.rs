@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use taskflow::config::Command;
 use taskflow::config::file::{self, LoadError};
-use taskflow::{commands, startup, telemetry};
+use taskflow::{commands, report, startup, telemetry};
 
 fn main() -> ExitCode {
     let loaded = match file::load() {
@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         }
     };
     let cli = &loaded.cli;
-    telemetry::init(cli.settings.log_format);
+    telemetry::init(
+        cli.settings.log_format,
+        matches!(cli.command, Command::Serve),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,7 +43,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report::one_line(&e));
             ExitCode::FAILURE
         }
     }

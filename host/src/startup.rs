@@ -27,6 +27,13 @@ pub async fn open_database(settings: &SettingsArgs) -> anyhow::Result<Database> 
         .context("cannot open the database")
 }
 
+/// Opens a database that exists already, creating nothing (no data
+/// directory, no SQLite file): what commands that read, or change what must
+/// be there, use, so that a mistyped `--data-dir` is reported, not made.
+pub async fn open_existing_database(settings: &SettingsArgs) -> anyhow::Result<Database> {
+    Ok(Database::connect_existing(&settings.database_url(), settings.pool_settings()).await?)
+}
+
 /// Loads the desired policy revision (see [`rollout`]) with users,
 /// revocations and signing keys from `db`; the key ring is returned for
 /// [`keys::follow`].
@@ -105,7 +112,8 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     if let Some(signing) = policy.signing_keys().first() {
         keys::warn_unless_wanted(signing, settings.signing_algorithm);
     }
-    admin::serve(policy.clone(), settings.admin_socket())?;
+    let logins = Arc::new(LoginLimiter::for_database(&db, settings.login_limits()));
+    admin::serve(policy.clone(), logins.clone(), settings.admin_socket())?;
     if let Some(interval) = settings.component_watch() {
         reload::watch_component(
             policy.clone(),
@@ -129,7 +137,6 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");
-    let logins = LoginLimiter::for_database(&db, settings.login_limits());
     let metadata = ServerMetadata::new(&settings.issuer, &settings.public_url(address)?);
     let app = app::router(
         AppState::new(db, policy, logins, settings.refresh_lifetime(), metadata),

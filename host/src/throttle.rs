@@ -184,6 +184,21 @@ impl LoginThrottle {
     }
 }
 
+impl LoginThrottle {
+    /// Forgets `username`'s failed logins (an operator's unlock), and
+    /// returns how many there were. Attempts still being checked keep
+    /// their places; failures counted against client addresses stay.
+    pub fn forget_failures(&self, username: &str) -> usize {
+        let mut counts = self.lock();
+        let Some(attempts) = counts.attempts.get_mut(&Key::User(username.to_owned())) else {
+            return 0;
+        };
+        let before = attempts.len();
+        attempts.retain(|a| a.failed.is_none());
+        before - attempts.len()
+    }
+}
+
 impl Reservation<'_> {
     /// The password was wrong: the attempt counts as a failure under both
     /// limits for the rest of the window.
@@ -272,6 +287,34 @@ mod tests {
 
     fn fail(t: &LoginThrottle, name: &str, address: IpAddr, at: Instant) {
         t.reserve(name, address, at).unwrap().failed();
+    }
+
+    #[test]
+    fn forgetting_a_users_failures_lets_them_in_and_keeps_the_address_count() {
+        let t = throttle();
+        let now = Instant::now();
+        for _ in 0..2 {
+            fail(&t, "alice", A, now);
+        }
+        let checking = t.reserve("alice", B, now).unwrap();
+        assert!(t.reserve("alice", B, now).is_err());
+        assert_eq!(t.forget_failures("alice"), 2);
+        assert_eq!(t.forget_failures("bob"), 0);
+        // The attempt still being checked keeps its place: two more fit.
+        let next = [
+            t.reserve("alice", B, now).unwrap(),
+            t.reserve("alice", B, now).unwrap(),
+        ];
+        assert!(t.reserve("alice", B, now).is_err());
+        checking.failed();
+        for attempt in next {
+            attempt.not_checked();
+        }
+        // Alice's two failures still count against address A.
+        for name in ["b", "c", "d"] {
+            fail(&t, name, A, now);
+        }
+        assert!(t.reserve("e", A, now).is_err());
     }
 
     #[test]

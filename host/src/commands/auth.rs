@@ -12,7 +12,7 @@ use crate::config::{AuthCommand, SettingsArgs};
 use crate::keys::unix_now;
 use crate::policy::{TrustedKeys, read_signature};
 use crate::rollout::STALE_AFTER;
-use crate::startup::open_database;
+use crate::startup::{open_database, open_existing_database};
 use crate::storage::{Database, DeployAction, Desired, NewRevision, ReplicaState};
 
 pub async fn auth(settings: &SettingsArgs, command: &AuthCommand) -> anyhow::Result<()> {
@@ -27,10 +27,14 @@ pub async fn auth(settings: &SettingsArgs, command: &AuthCommand) -> anyhow::Res
             let trust = settings.component_trust()?;
             deploy(&db, trust.as_deref(), file, signature.as_deref(), note).await
         }
-        AuthCommand::Status { json } => status(&open_database(settings).await?, *json).await,
-        AuthCommand::History { json } => history(&open_database(settings).await?, *json).await,
+        AuthCommand::Status { json } => {
+            status(&open_existing_database(settings).await?, *json).await
+        }
+        AuthCommand::History { json } => {
+            history(&open_existing_database(settings).await?, *json).await
+        }
         AuthCommand::Rollback { revision } => {
-            rollback(&open_database(settings).await?, *revision).await
+            rollback(&open_existing_database(settings).await?, *revision).await
         }
     }
 }

@@ -159,8 +159,10 @@ pub enum UserCommand {
         /// RFC 8265's canonical form (lower case, NFC, usual width), and
         /// refused if it is another user's in that form.
         username: String,
-        /// Space-separated scopes, e.g. "tasks:read tasks:write".
-        #[arg(long, default_value = "")]
+        /// Space-separated scopes, e.g. "tasks:read tasks:write"; required,
+        /// so that nobody is added who can do nothing by accident ("" adds
+        /// a user without scopes on purpose).
+        #[arg(long)]
         scopes: String,
     },
     /// List users and their scopes.
@@ -181,6 +183,14 @@ pub enum UserCommand {
     /// Remove a user and their tasks.
     Remove {
         /// The user to remove.
+        username: String,
+    },
+    /// Forget a username's failed logins, so a locked-out user (429
+    /// `too_many_attempts`) can log in again at once: on every replica when
+    /// the counts are shared (PostgreSQL), else in the running server's
+    /// memory (SQLite). Failures counted per client address stay.
+    Unlock {
+        /// The username, as it is typed at login (any spelling of it).
         username: String,
     },
 }
@@ -490,6 +500,11 @@ pub enum ConfigError {
     ShortSecret { source_name: String, len: usize },
     #[error(transparent)]
     Trust(#[from] crate::policy::TrustError),
+    #[error(
+        "no signing secret yet: {0} does not exist. `taskflow serve` generates it at its first start \
+         (is --data-dir right?), or give one with TASKFLOW_JWT_SECRET or --jwt-secret-file"
+    )]
+    NoSecret(String),
     #[error("signing secret file {}: {source}", path.display())]
     SecretFile {
         path: PathBuf,
@@ -618,8 +633,21 @@ impl SettingsArgs {
 
     /// The signing secret (generated on first use if none is configured):
     /// the only key until `keys rotate`, then what unseals the stored keys.
+    /// Only `serve` creates it; see [`Self::required_master_secret`].
     pub fn master_secret(&self) -> Result<Vec<u8>, ConfigError> {
         self.signing_secret()
+    }
+
+    /// The signing secret where it exists already; an error saying where it
+    /// is expected otherwise. Commands other than `serve` never create one:
+    /// a mistyped `--data-dir` must not leave a secret of its own behind.
+    pub fn required_master_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        match self.secret_source() {
+            SecretSource::Generated(path) if !path.exists() => {
+                Err(ConfigError::NoSecret(path.display().to_string()))
+            }
+            _ => self.signing_secret(),
+        }
     }
 
     /// Where the admin channel listens.

@@ -99,6 +99,26 @@ impl Database {
         Ok(LoginReservation::Reserved(attempt))
     }
 
+    /// Deletes `key`'s failed attempts (an operator's unlock) and returns
+    /// how many there were; attempts still being checked keep their places.
+    /// Under the key's lock, like a reservation, so that it never lands
+    /// between a reservation's count and its insert.
+    pub async fn forget_login_failures(&self, key: &str) -> Result<u64, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 14))::text")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        let deleted =
+            sqlx::query("DELETE FROM login_attempts WHERE key = $1 AND failed IS NOT NULL")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     /// Records how `attempt` ended; `user_key` is its username's key.
     pub async fn settle_login(
         &self,

@@ -46,6 +46,10 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 pub enum StorageError {
     #[error("unsupported database URL (expected sqlite://PATH or postgres://...)")]
     UnsupportedUrl,
+    #[error(
+        "no database at {0}: `taskflow serve` (or `taskflow user add`) creates it; is --data-dir (or --database-url) right?"
+    )]
+    Missing(String),
     #[error("user `{0}` already exists")]
     UserExists(String),
     #[error("database error: {0}")]
@@ -129,6 +133,21 @@ impl Database {
     /// Connects (creating a SQLite file if needed) and runs migrations.
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StorageError> {
         let db = Self::open(url, settings, true).await?;
+        db.backend.migrations().run(&db.pool).await?;
+        Ok(db)
+    }
+
+    /// Connects to a database that exists already and runs migrations; a
+    /// SQLite file that does not exist is [`StorageError::Missing`], not
+    /// made. What commands that only read (or change what must be there)
+    /// open, so that a mistyped path creates nothing.
+    pub async fn connect_existing(url: &str, settings: PoolSettings) -> Result<Self, StorageError> {
+        if Backend::of(url)? == Backend::Sqlite && !sqlite_file_exists(url) {
+            let path = sqlite_reads::file_of(url)
+                .map_or_else(|| url.to_owned(), |path| path.display().to_string());
+            return Err(StorageError::Missing(path));
+        }
+        let db = Self::open(url, settings, false).await?;
         db.backend.migrations().run(&db.pool).await?;
         Ok(db)
     }

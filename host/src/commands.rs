@@ -4,6 +4,7 @@
 //! `taskflow config ...`: the effective settings, shown or checked.
 
 use std::io::{BufRead, IsTerminal};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -11,18 +12,31 @@ use anyhow::{Context, bail};
 mod auth;
 pub use auth::auth;
 
+use crate::config::cli::PolicyArgs;
 use crate::config::file::{Loaded, Source};
-use crate::config::{ConfigCommand, KeysCommand, SecretSource, SettingsArgs, UserCommand};
+use crate::config::{ConfigCommand, KeysCommand, SecretSource, ServeArgs, UserCommand};
 use crate::keys::{self, KeyRing};
 use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
 use crate::startup::open_database;
 use crate::storage::Database;
 use crate::username;
 
-pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Result<()> {
-    let db = open_database(settings).await?;
+pub async fn user(data_dir: &Path, command: &UserCommand) -> anyhow::Result<()> {
+    let storage = match command {
+        UserCommand::Add { settings, .. } | UserCommand::Passwd { settings, .. } => {
+            &settings.storage
+        }
+        UserCommand::List { settings }
+        | UserCommand::Scopes { settings, .. }
+        | UserCommand::Remove { settings, .. } => &settings.storage,
+    };
+    let db = open_database(data_dir, storage).await?;
     match command {
-        UserCommand::Add { username, scopes } => {
+        UserCommand::Add {
+            username,
+            scopes,
+            settings,
+        } => {
             let name = username::canonical(username)
                 .with_context(|| format!("cannot add {}", username::printable(username)))?;
             let scopes = parse_scopes(scopes)?;
@@ -34,7 +48,7 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                     username::printable(username)
                 );
             }
-            let hash = hash_password(settings, read_new_password()?).await?;
+            let hash = hash_password(data_dir, settings, read_new_password()?).await?;
             db.add_user(&name, &hash, &scopes).await?;
             let given = if name == *username {
                 String::new()
@@ -46,9 +60,9 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                 scopes.join(" ")
             );
         }
-        UserCommand::Passwd { username } => {
+        UserCommand::Passwd { username, settings } => {
             let name = existing_name(&db, username).await?;
-            let hash = hash_password(settings, read_new_password()?).await?;
+            let hash = hash_password(data_dir, settings, read_new_password()?).await?;
             if db.set_password(&name, &hash).await?.is_none() {
                 bail!("no user named {}", username::printable(username));
             }
@@ -57,7 +71,9 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                 username::printable(&name)
             );
         }
-        UserCommand::Scopes { username, scopes } => {
+        UserCommand::Scopes {
+            username, scopes, ..
+        } => {
             let scopes = parse_scopes(scopes)?;
             let name = existing_name(&db, username).await?;
             if !db.set_scopes(&name, &scopes).await? {
@@ -69,7 +85,7 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                 scopes.join(" ")
             );
         }
-        UserCommand::List => {
+        UserCommand::List { .. } => {
             let users = db.list_users().await?;
             for user in &users {
                 let shown = username::printable(&user.username);
@@ -87,7 +103,7 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                 }
             }
         }
-        UserCommand::Remove { username } => {
+        UserCommand::Remove { username, .. } => {
             let name = existing_name(&db, username).await?;
             if !db.remove_user(&name).await? {
                 bail!("no user named {}", username::printable(username));
@@ -129,13 +145,17 @@ async fn existing_name(db: &Database, given: &str) -> anyhow::Result<String> {
     bail!("no user named {}", username::printable(given))
 }
 
-pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Result<()> {
-    let db = open_database(settings).await?;
-    let ring = KeyRing::new(db, settings.master_secret()?, settings.key_timings());
+pub async fn keys(data_dir: &Path, command: &KeysCommand) -> anyhow::Result<()> {
+    let (KeysCommand::Rotate { settings, .. }
+    | KeysCommand::List { settings }
+    | KeysCommand::Retire { settings, .. }) = command;
+    let tokens = &settings.tokens;
+    let db = open_database(data_dir, &settings.storage).await?;
+    let ring = KeyRing::new(db, tokens.master_secret(data_dir)?, tokens.key_timings());
     let now = keys::unix_now();
     match command {
-        KeysCommand::Rotate { algorithm } => {
-            let algorithm = algorithm.unwrap_or(settings.signing_algorithm);
+        KeysCommand::Rotate { algorithm, .. } => {
+            let algorithm = algorithm.unwrap_or(tokens.signing_algorithm);
             let added = ring.rotate(now, algorithm).await?;
             println!(
                 "added {} key {}: it signs from {} on ({} s from now); the key signing until then is retired at that moment",
@@ -145,7 +165,7 @@ pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Res
                 added.activates_at - now
             );
         }
-        KeysCommand::List => {
+        KeysCommand::List { .. } => {
             let keys = ring.status(now).await?;
             println!("KID\tALG\tSTATE\tCREATED\tSIGNS FROM\tVERIFIES UNTIL");
             for key in keys {
@@ -160,7 +180,7 @@ pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Res
                 );
             }
         }
-        KeysCommand::Retire { kid } => match ring.retire(kid, now).await? {
+        KeysCommand::Retire { kid, .. } => match ring.retire(kid, now).await? {
             keys::Retired::Signing => println!(
                 "retired key {kid}: it signs no more; its tokens stay valid until they expire"
             ),
@@ -184,40 +204,35 @@ fn rfc3339(seconds: i64) -> String {
 }
 
 pub async fn config(loaded: &Loaded, command: &ConfigCommand) -> anyhow::Result<()> {
-    let settings = &loaded.cli.settings;
+    let data_dir = &loaded.cli.global.data_dir;
     match command {
-        ConfigCommand::Show => {
-            print!("{}", show_settings(loaded));
+        ConfigCommand::Show(settings) => {
+            print!("{}", show_settings(loaded, data_dir, settings));
             Ok(())
         }
-        ConfigCommand::Check => check_settings(settings).await,
+        ConfigCommand::Check(settings) => check_settings(data_dir, settings).await,
     }
 }
 
 /// The effective settings as a TOML file would hold them, each with its
 /// source; unset paths show what they default to. Passwords in the
 /// database URL are masked, and the signing secret is named, never shown.
-fn show_settings(loaded: &Loaded) -> String {
-    let settings = &loaded.cli.settings;
+fn show_settings(loaded: &Loaded, data_dir: &Path, settings: &ServeArgs) -> String {
     let mut out = String::from(
         "# Effective settings: a flag wins over a TASKFLOW_* variable, which wins over\n\
          # the config file, which wins over the default.\n",
     );
     for (name, value, source) in &loaded.settings {
         let derived = match name.as_str() {
-            "database_url" => Some(settings.database_url()),
-            "auth_component" => settings
-                .policy_config()
-                .ok()
-                .map(|c| c.component.display().to_string()),
-            "component_cache_dir" => settings
-                .policy_config()
-                .ok()
-                .and_then(|c| c.cache_dir)
-                .map(|d| d.display().to_string()),
-            "admin_socket" => Some(settings.admin_socket().display().to_string()),
+            "database_url" => Some(settings.storage.database_url(data_dir)),
+            "auth_component" => Some(settings.sandbox.component().display().to_string()),
+            "component_cache_dir" => {
+                Some(settings.sandbox.cache_dir(data_dir).display().to_string())
+            }
+            "admin_socket" => Some(settings.admin.socket(data_dir).display().to_string()),
             "max_connections_per_address" => Some(
                 settings
+                    .limits
                     .connection_limits()
                     .max_connections_per_address
                     .unwrap_or(0)
@@ -246,7 +261,7 @@ fn show_settings(loaded: &Loaded) -> String {
             None => out += &format!("# {name} is not set\n"),
         }
     }
-    let secret = settings.secret_source();
+    let secret = settings.tokens.secret_source(data_dir);
     let state = match &secret {
         SecretSource::Generated(path) if !path.exists() => " (created at first start)",
         _ => "",
@@ -259,26 +274,28 @@ fn show_settings(loaded: &Loaded) -> String {
 /// database, component. Prints a line per check. Writes nothing: no data
 /// directory, no secret, no compiled component (it is compiled in memory
 /// only, so the check does not read a cached copy either).
-async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
-    let mut config = settings.policy_config()?;
+async fn check_settings(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<()> {
+    let tokens = &settings.tokens;
+    let mut config = settings.sandbox.policy_config(data_dir)?;
     config.cache_dir = None;
-    for removed in settings.removed_settings() {
+    for removed in settings.storage.removed_settings() {
         println!("warning: {removed}");
     }
-    for warning in settings.warnings() {
+    for warning in tokens.warnings() {
         println!("warning: {warning}");
     }
-    println!("ok: public URL {}", settings.public_url(settings.listen)?);
-    let secret = settings.existing_signing_secret()?;
+    let listener = &settings.listener;
+    println!("ok: public URL {}", listener.public_url(listener.listen)?);
+    let secret = tokens.existing_signing_secret(data_dir)?;
     match &secret {
         Some(secret) => println!(
             "ok: signing secret from {} ({} bytes)",
-            settings.secret_source(),
+            tokens.secret_source(data_dir),
             secret.len()
         ),
         None => println!(
             "ok: signing secret will be generated: {}",
-            settings.secret_source()
+            tokens.secret_source(data_dir)
         ),
     }
     // A secret that does not exist yet is stood in for by a random one:
@@ -291,14 +308,14 @@ async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
             stand_in
         }
     };
-    let policy_settings = settings.policy_settings_with(secret)?;
+    let policy_settings = tokens.policy_settings_with(secret)?;
     println!(
         "ok: tokens from issuer {:?} for audience {:?}, valid {} s",
         policy_settings.issuer,
         policy_settings.audience,
         policy_settings.token_ttl.as_secs()
     );
-    let url = settings.database_url();
+    let url = settings.storage.database_url(data_dir);
     let database = Database::probe(&url)
         .await
         .with_context(|| format!("database {}", mask_password(&url)))?;
@@ -372,10 +389,14 @@ fn toml_value(value: &str) -> String {
 
 /// Hashes with the configured component, so the hash is exactly what it
 /// will check at `/token`.
-async fn hash_password(settings: &SettingsArgs, password: String) -> anyhow::Result<String> {
+async fn hash_password(
+    data_dir: &Path,
+    settings: &PolicyArgs,
+    password: String,
+) -> anyhow::Result<String> {
     let policy = PolicyHandle::load(
-        &settings.policy_config()?,
-        settings.policy_settings()?,
+        &settings.sandbox.policy_config(data_dir)?,
+        settings.tokens.policy_settings(data_dir)?,
         Arc::new(NoUsers),
     )
     .await?;

@@ -26,11 +26,20 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
-use crate::config::key_id;
 use crate::policy::{KeyAlgorithm, PolicyHandle, SigningKey};
 use crate::storage::{Database, KeyChange, StorageError, StoredKey};
+
+/// A key id derived from the key: stable across restarts and replicas that
+/// share the secret, and reveals nothing about it.
+pub fn key_id(secret: &[u8]) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"taskflow key id\0")
+        .chain_update(secret)
+        .finalize();
+    hex::encode(&digest[..8])
+}
 
 /// Bytes of a generated signing key (the HMAC-SHA256 output size).
 const KEY_BYTES: usize = 32;
@@ -588,6 +597,13 @@ pub fn warn_unless_wanted(signing: &SigningKey, wanted: KeyAlgorithm) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_ids_are_stable_and_distinct() {
+        assert_eq!(key_id(b"a"), key_id(b"a"));
+        assert_ne!(key_id(b"a"), key_id(b"b"));
+        assert_eq!(key_id(b"a").len(), 16);
+    }
 
     fn row(kid: &str, activates_at: i64, retired_at: Option<i64>) -> StoredKey {
         StoredKey {

@@ -1,7 +1,9 @@
 //! TaskFlow: a task API whose whole authentication policy runs in a
 //! WebAssembly component.
 //!
-//! - [`config`]: command line, environment, the signing secret.
+//! - [`config`]: command line, environment and config file: the commands,
+//!   the option groups (one per subsystem) each takes, the settings derived
+//!   from them, and the signing secret.
 //! - [`startup`]: opening storage, loading the policy, serving.
 //! - [`server`]: connections and their limits; [`app`]: state, router and
 //!   middleware; [`hardening`]: what every request is held to (a deadline

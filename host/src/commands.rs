@@ -14,6 +14,7 @@ pub use auth::auth;
 
 use crate::config::cli::PolicyArgs;
 use crate::config::file::{Loaded, Source};
+use crate::config::secret::stand_in_secret;
 use crate::config::{ConfigCommand, KeysCommand, SecretSource, ServeArgs, UserCommand};
 use crate::keys::{self, KeyRing};
 use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
@@ -298,16 +299,7 @@ async fn check_settings(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result
             tokens.secret_source(data_dir)
         ),
     }
-    // A secret that does not exist yet is stood in for by a random one:
-    // the component only has to show it can sign and verify.
-    let secret = match secret {
-        Some(secret) => secret,
-        None => {
-            let mut stand_in = vec![0u8; 32];
-            getrandom::fill(&mut stand_in).context("no randomness")?;
-            stand_in
-        }
-    };
+    let secret = secret.map_or_else(stand_in_secret, Ok)?;
     let policy_settings = tokens.policy_settings_with(secret)?;
     println!(
         "ok: tokens from issuer {:?} for audience {:?}, valid {} s",
@@ -449,7 +441,7 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 /// `user add` only hashes; it never asks the policy to look anyone up.
-struct NoUsers;
+pub(crate) struct NoUsers;
 
 impl Directory for NoUsers {
     fn find_user<'a>(&'a self, _: &'a str, _: Lookup) -> DirectoryFuture<'a, Option<UserRecord>> {

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::app::{self, AppState};
+use crate::commands::NoUsers;
 use crate::config::ServeArgs;
 use crate::config::sandbox::SandboxArgs;
+use crate::config::secret::stand_in_secret;
 use crate::config::storage::StorageArgs;
 use crate::config::tokens::TokenArgs;
 use crate::files;
 use crate::keys::{self, KeyRing};
 use crate::login_limits::LoginLimiter;
-use crate::policy::{Directory, DirectoryFuture, Lookup, TokenStatus, UserRecord};
+use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
 use crate::routes::metadata::ServerMetadata;
 use crate::storage::{Database, StoredUser};
 use crate::{admin, reload, rollout, server};
@@ -73,6 +75,7 @@ pub async fn serve(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<()> 
     for warning in tokens.warnings() {
         tracing::warn!("{warning}");
     }
+    preflight(data_dir, storage, tokens, sandbox).await?;
     let db = open_database(data_dir, storage).await?;
     let (started, ring) = load_policy(data_dir, tokens, sandbox, &db).await?;
     let policy = started.policy;
@@ -147,6 +150,38 @@ pub async fn serve(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<()> 
     let _ = stop_feed.send(());
     let _ = feed.await;
     tracing::info!("shut down");
+    Ok(())
+}
+
+/// What can be checked before anything is written: the signing secret if
+/// one exists (none is generated), and, on the first start (no database
+/// yet, so the component file is what will serve), the component: read,
+/// its signature verified, compiled and self-checked. Without this, a
+/// first start with a bad component would leave a secret and an empty
+/// database behind. The compiled component is cached only where a cache
+/// directory already exists; on a first start it is compiled again, once,
+/// when the policy loads.
+async fn preflight(
+    data_dir: &Path,
+    storage: &StorageArgs,
+    tokens: &TokenArgs,
+    sandbox: &SandboxArgs,
+) -> anyhow::Result<()> {
+    let secret = tokens.existing_signing_secret(data_dir)?;
+    if !Database::is_new_sqlite_file(&storage.database_url(data_dir)) {
+        // An existing database may name a revision that serves instead
+        // of the file; it is checked as it loads.
+        return Ok(());
+    }
+    let mut config = sandbox.policy_config(data_dir)?;
+    config.cache_dir = config.cache_dir.filter(|dir| dir.is_dir());
+    let secret = secret.map_or_else(stand_in_secret, Ok)?;
+    PolicyHandle::load(
+        &config,
+        tokens.policy_settings_with(secret)?,
+        Arc::new(NoUsers),
+    )
+    .await?;
     Ok(())
 }
 

@@ -43,9 +43,9 @@ pub enum ConfigError {
     ShortSecret { source_name: String, len: usize },
     #[error(transparent)]
     Trust(#[from] crate::policy::TrustError),
-    #[error("signing secret file {}: {source}", path.display())]
+    #[error("signing secret file {}: {error}", path.display())]
     SecretFile {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }

@@ -80,10 +80,10 @@ impl TokenArgs {
         getrandom::fill(&mut fresh)
             .map_err(|e| ConfigError::Invalid(format!("no randomness for a secret: {e}")))?;
         let created =
-            files::create_private(&path, hex::encode(fresh).as_bytes()).map_err(|source| {
+            files::create_private(&path, hex::encode(fresh).as_bytes()).map_err(|error| {
                 ConfigError::SecretFile {
                     path: path.clone(),
-                    source,
+                    error,
                 }
             })?;
         if created {
@@ -91,6 +91,16 @@ impl TokenArgs {
         }
         read_secret_file(&path)
     }
+}
+
+/// A random secret standing in for one still to be generated, where a
+/// component only has to show it can sign and verify (checks that must
+/// write nothing).
+pub fn stand_in_secret() -> Result<Vec<u8>, ConfigError> {
+    let mut stand_in = vec![0u8; MIN_SECRET_BYTES];
+    getrandom::fill(&mut stand_in)
+        .map_err(|e| ConfigError::Invalid(format!("no randomness for a secret: {e}")))?;
+    Ok(stand_in)
 }
 
 fn check_length(secret: Vec<u8>, source_name: &str) -> Result<Vec<u8>, ConfigError> {
@@ -105,9 +115,9 @@ fn check_length(secret: Vec<u8>, source_name: &str) -> Result<Vec<u8>, ConfigErr
 
 /// Reads a secret file; one trailing line break is not part of the secret.
 fn read_secret_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let error = |source| ConfigError::SecretFile {
+    let error = |error| ConfigError::SecretFile {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut secret = std::fs::read(path).map_err(error)?;
     if files::readable_by_others(path).map_err(error)? {

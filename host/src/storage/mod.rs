@@ -133,6 +133,12 @@ impl Database {
         Ok(db)
     }
 
+    /// Whether `url` names a SQLite file that does not exist yet: the first
+    /// start of a deployment, which creates it.
+    pub fn is_new_sqlite_file(url: &str) -> bool {
+        matches!(Backend::of(url), Ok(Backend::Sqlite)) && !sqlite_file_exists(url)
+    }
+
     /// Connects to an existing database and runs one query, changing
     /// nothing; a SQLite file that does not exist yet is reported, not made.
     pub async fn probe(url: &str) -> Result<String, StorageError> {

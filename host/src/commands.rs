@@ -153,7 +153,7 @@ pub async fn keys(data_dir: &Path, command: &KeysCommand) -> anyhow::Result<()> 
     let tokens = &settings.tokens;
     let db = open_database(data_dir, &settings.storage).await?;
     let ring = KeyRing::new(db, tokens.master_secret(data_dir)?, tokens.key_timings());
-    let now = keys::unix_now();
+    let now = crate::clock::unix_now();
     match command {
         KeysCommand::Rotate { algorithm, .. } => {
             let algorithm = algorithm.unwrap_or(tokens.signing_algorithm);

@@ -45,7 +45,7 @@ pub async fn load_policy(
         tokens.key_timings(),
     );
     let keys = ring
-        .current(keys::unix_now())
+        .current(crate::clock::unix_now())
         .await
         .context("cannot read the signing keys")?;
     let policy_settings = tokens.policy_settings_with_keys(keys)?;

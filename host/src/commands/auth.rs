@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 
 use super::rfc3339;
 use crate::admin;
+use crate::clock::unix_now;
 use crate::config::AuthCommand;
 use crate::config::admin::AdminArgs;
-use crate::keys::unix_now;
 use crate::policy::{TrustedKeys, read_signature};
 use crate::rollout::STALE_AFTER;
 use crate::startup::open_database;

@@ -25,17 +25,13 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
-pub use change_feed::FeedTiming;
 pub(crate) use change_feed::Wakeups;
-pub use changes::{AuthChange, CHANGES_CHANNEL, LoggedChange};
+pub use changes::AuthChange;
 pub use grants::Credentials;
 pub use keys::{KeyChange, StoredKey};
 pub use login_attempts::{LoginOutcome, LoginReservation};
-pub use policy_revisions::{
-    DeployAction, Desired, NewRevision, POLICY_CHANNEL, ReplicaState, RevisionSummary,
-    StoredRevision,
-};
-pub use refresh_tokens::{NewRefreshToken, Rotation, StoredRefreshToken};
+pub use policy_revisions::{DeployAction, Desired, NewRevision, POLICY_CHANNEL, ReplicaState};
+pub use refresh_tokens::{NewRefreshToken, Rotation};
 pub use token_status::UserStatus;
 pub use users::StoredUser;
 

@@ -115,8 +115,9 @@ async fn bad_components_are_refused_at_start() {
 }
 
 /// Each kind of bad component is one line an operator can act on: it
-/// names the file, what is wrong and what to do; and the refused start
-/// leaves nothing behind (no data directory, no secret, no database).
+/// names the file, what is wrong and what to do; and the refused first
+/// start leaves nothing behind (no data directory, no secret, no SQLite
+/// database).
 #[tokio::test]
 async fn each_bad_component_is_one_line_naming_the_file_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,11 +202,16 @@ async fn each_bad_component_is_one_line_naming_the_file_and_the_fix() {
         }
         // Said once, not once per cause.
         assert!(line.matches("os error").count() <= 1, "{what}: {line}");
-        assert!(
-            !data.exists(),
-            "{what}: the refused start made {}",
-            data.display()
-        );
+        // On PostgreSQL the database may already name a revision that
+        // serves instead of the file, so the file is checked as it loads,
+        // after the data directory is made.
+        if crate::harness::test_postgres().is_none() {
+            assert!(
+                !data.exists(),
+                "{what}: the refused start made {}",
+                data.display()
+            );
+        }
     }
 }
 

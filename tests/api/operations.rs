@@ -532,16 +532,19 @@ async fn config_check_validates_without_serving() {
     assert!(!fresh.path().join("jwt-secret").exists());
 }
 
+/// What `taskflow ARGS` prints, which must succeed (`--help`, `--version`).
+fn help_text(data: &std::path::Path, options: &Options, args: &[&str]) -> String {
+    let out = crate::harness::run_cli(data, options, args, "");
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
 /// Every command and option has help text, and each subcommand lists its own.
 #[tokio::test]
 async fn help_is_complete() {
     let data = tempfile::tempdir().unwrap();
     let options = Options::default();
-    let help = |args: &[&str]| {
-        let out = crate::harness::run_cli(data.path(), &options, args, "");
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        stdout(&out)
-    };
+    let help = |args: &[&str]| help_text(data.path(), &options, args);
     let top = help(&["--help"]);
     for command in ["serve", "user", "auth", "keys", "config"] {
         assert!(
@@ -619,11 +622,7 @@ async fn help_is_complete() {
 async fn help_lists_only_what_each_command_uses() {
     let data = tempfile::tempdir().unwrap();
     let options = Options::default();
-    let help = |args: &[&str]| {
-        let out = crate::harness::run_cli(data.path(), &options, args, "");
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        stdout(&out)
-    };
+    let help = |args: &[&str]| help_text(data.path(), &options, args);
     let http = [
         "--listen",
         "--public-url",

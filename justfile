@@ -4,6 +4,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 component := "target/wasm32-wasip2/component/guest_auth.wasm"
 
+# The one cargo selection the host is built and tested with on SQLite.
+host-build := "cargo test --release --workspace --lib --bins --test api --test clients"
+
 # List the recipes.
 default:
     @just --list
@@ -20,9 +23,13 @@ component: wasm-target
 components: component
     cargo build --profile component --target wasm32-wasip2 -p guest-admin-delete
 
-# Build the policies and the taskflow host.
+# Build the policies and the taskflow host. The host is built with the
+# very selection `just test` builds it with (cargo unifies features per
+# selection, and `-p taskflow` alone resolves them differently, which
+# rebuilt the host for minutes), so `just run` after `just test` compiles
+# nothing; on a fresh clone it compiles the test targets too.
 build: components
-    cargo build --release -p taskflow
+    {{host-build}} --no-run
 
 # Build the components the integration tests load: hostile, chatty, lax and foreign ones.
 test-components: wasm-target
@@ -52,7 +59,7 @@ lint: wasm-target
 # --lib --bins` and test binaries): cargo unifies features per selection,
 # so this is one build of wasmtime, not one per run.
 test: lint components test-components test-tools
-    cargo test --release --workspace --lib --bins --test api --test clients
+    {{host-build}}
     just test-postgres
 
 # What the `clients` tests drive: Debian's chromium and chromium-driver, and

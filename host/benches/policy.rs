@@ -144,7 +144,7 @@ fn main() {
         .build()
         .unwrap();
     let _guard = runtime.enter();
-    let kid = taskflow::config::key_id(SECRET);
+    let kid = taskflow::keys::key_id(SECRET);
     let hash = cheap_argon2()
         .hash_password(PASSWORD.as_bytes())
         .unwrap()

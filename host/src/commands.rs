@@ -4,6 +4,7 @@
 //! `taskflow config ...`: the effective settings, shown or checked.
 
 use std::io::{BufRead, IsTerminal};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -12,26 +13,45 @@ mod auth;
 pub use auth::auth;
 
 use crate::admin;
+use crate::config::admin::AdminArgs;
+use crate::config::cli::PolicyArgs;
 use crate::config::file::{Loaded, Source};
-use crate::config::{ConfigCommand, KeysCommand, SecretSource, SettingsArgs, UserCommand};
+use crate::config::secret::stand_in_secret;
+use crate::config::storage::StorageArgs;
+use crate::config::{ConfigCommand, KeysCommand, SecretSource, ServeArgs, UserCommand};
 use crate::keys::{self, KeyRing};
 use crate::login_limits::LoginLimiter;
 use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
 use crate::startup::{open_database, open_existing_database};
 use crate::storage::{Backend, Database};
+use crate::throttle::LoginLimits;
 use crate::username;
 
-pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Result<()> {
-    if let UserCommand::Unlock { username } = command {
-        return unlock(settings, username).await;
-    }
-    // Only `add` may create the database; the others need one that exists.
+pub async fn user(data_dir: &Path, command: &UserCommand) -> anyhow::Result<()> {
     let db = match command {
-        UserCommand::Add { .. } => open_database(settings).await?,
-        _ => open_existing_database(settings).await?,
+        // Only `add` may create the database; the others need one that
+        // exists, so that a mistyped `--data-dir` is reported, not made.
+        UserCommand::Add { settings, .. } => open_database(data_dir, &settings.storage).await?,
+        UserCommand::Passwd { settings, .. } => {
+            open_existing_database(data_dir, &settings.storage).await?
+        }
+        UserCommand::List { settings }
+        | UserCommand::Scopes { settings, .. }
+        | UserCommand::Remove { settings, .. } => {
+            open_existing_database(data_dir, &settings.storage).await?
+        }
+        UserCommand::Unlock {
+            username,
+            settings,
+            admin,
+        } => return unlock(data_dir, &settings.storage, admin, username).await,
     };
     match command {
-        UserCommand::Add { username, scopes } => {
+        UserCommand::Add {
+            username,
+            scopes,
+            settings,
+        } => {
             let name = username::canonical(username)
                 .with_context(|| format!("cannot add {}", username::printable(username)))?;
             let scopes = parse_scopes(scopes)?;
@@ -43,7 +63,7 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                     username::printable(username)
                 );
             }
-            let hash = hash_password(settings, read_new_password()?).await?;
+            let hash = hash_password(data_dir, settings, read_new_password()?).await?;
             db.add_user(&name, &hash, &scopes).await?;
             let given = if name == *username {
                 String::new()
@@ -55,9 +75,9 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                 scopes.join(" ")
             );
         }
-        UserCommand::Passwd { username } => {
+        UserCommand::Passwd { username, settings } => {
             let name = existing_name(&db, username).await?;
-            let hash = hash_password(settings, read_new_password()?).await?;
+            let hash = hash_password(data_dir, settings, read_new_password()?).await?;
             if db.set_password(&name, &hash).await?.is_none() {
                 bail!("no user named {}", username::printable(username));
             }
@@ -66,7 +86,9 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                 username::printable(&name)
             );
         }
-        UserCommand::Scopes { username, scopes } => {
+        UserCommand::Scopes {
+            username, scopes, ..
+        } => {
             let scopes = parse_scopes(scopes)?;
             let name = existing_name(&db, username).await?;
             if !db.set_scopes(&name, &scopes).await? {
@@ -78,7 +100,7 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                 scopes.join(" ")
             );
         }
-        UserCommand::List => {
+        UserCommand::List { .. } => {
             let users = db.list_users().await?;
             for user in &users {
                 let shown = username::printable(&user.username);
@@ -96,7 +118,7 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
                 }
             }
         }
-        UserCommand::Remove { username } => {
+        UserCommand::Remove { username, .. } => {
             let name = existing_name(&db, username).await?;
             if !db.remove_user(&name).await? {
                 bail!("no user named {}", username::printable(username));
@@ -115,24 +137,30 @@ pub async fn user(settings: &SettingsArgs, command: &UserCommand) -> anyhow::Res
 /// counted. On PostgreSQL that is the database, shared by every replica;
 /// on SQLite, the memory of the server on this data directory, reached
 /// through its admin socket.
-async fn unlock(settings: &SettingsArgs, given: &str) -> anyhow::Result<()> {
+async fn unlock(
+    data_dir: &Path,
+    storage: &StorageArgs,
+    admin: &AdminArgs,
+    given: &str,
+) -> anyhow::Result<()> {
     // Counted as `/token` counts them: every spelling under one name.
     let name = username::canonical(given).unwrap_or_else(|_| given.to_owned());
     let shown = username::printable(&name);
-    let forgotten = match Backend::of(&settings.database_url())? {
+    let forgotten = match Backend::of(&storage.database_url(data_dir))? {
         Backend::Postgres => {
-            let db = open_existing_database(settings).await?;
-            LoginLimiter::for_database(&db, settings.login_limits())
+            let db = open_existing_database(data_dir, storage).await?;
+            // The limits themselves play no part in forgetting.
+            LoginLimiter::for_database(&db, LoginLimits::default())
                 .unlock(&name)
                 .await?
         }
         Backend::Sqlite => {
-            let socket = settings.admin_socket();
+            let socket = admin.socket(data_dir);
             if !socket.exists() {
                 println!(
-                    "no server is running on {}: failed logins are counted in the server's memory on SQLite, \
+                    "no server is running on {}: on SQLite failed logins are counted in the server's memory, \
                      so {shown} has none to forget",
-                    settings.data_dir.display()
+                    data_dir.display()
                 );
                 return Ok(());
             }
@@ -178,19 +206,25 @@ async fn existing_name(db: &Database, given: &str) -> anyhow::Result<String> {
     bail!("no user named {}", username::printable(given))
 }
 
-pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Result<()> {
+pub async fn keys(data_dir: &Path, command: &KeysCommand) -> anyhow::Result<()> {
+    let (KeysCommand::Rotate { settings, .. }
+    | KeysCommand::List { settings }
+    | KeysCommand::Retire { settings, .. }) = command;
+    let tokens = &settings.tokens;
     // The secret unseals the stored keys and seals new ones; only `serve`
     // creates it, so that every key is sealed under the server's secret.
-    let secret = settings.required_master_secret()?;
+    let secret = tokens.required_master_secret(data_dir)?;
     let db = match command {
-        KeysCommand::Rotate { .. } => open_database(settings).await?,
-        KeysCommand::List | KeysCommand::Retire { .. } => open_existing_database(settings).await?,
+        KeysCommand::Rotate { .. } => open_database(data_dir, &settings.storage).await?,
+        KeysCommand::List { .. } | KeysCommand::Retire { .. } => {
+            open_existing_database(data_dir, &settings.storage).await?
+        }
     };
-    let ring = KeyRing::new(db, secret, settings.key_timings());
-    let now = keys::unix_now();
+    let ring = KeyRing::new(db, secret, tokens.key_timings());
+    let now = crate::clock::unix_now();
     match command {
-        KeysCommand::Rotate { algorithm } => {
-            let algorithm = algorithm.unwrap_or(settings.signing_algorithm);
+        KeysCommand::Rotate { algorithm, .. } => {
+            let algorithm = algorithm.unwrap_or(tokens.signing_algorithm);
             let added = ring.rotate(now, algorithm).await?;
             println!(
                 "added {} key {}: it signs from {} on ({} s from now); the key signing until then is retired at that moment",
@@ -200,7 +234,7 @@ pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Res
                 added.activates_at - now
             );
         }
-        KeysCommand::List => {
+        KeysCommand::List { .. } => {
             let keys = ring.status(now).await?;
             println!("KID\tALG\tSTATE\tCREATED\tSIGNS FROM\tVERIFIES UNTIL");
             for key in keys {
@@ -221,7 +255,7 @@ pub async fn keys(settings: &SettingsArgs, command: &KeysCommand) -> anyhow::Res
                 );
             }
         }
-        KeysCommand::Retire { kid } => match ring.retire(kid, now).await? {
+        KeysCommand::Retire { kid, .. } => match ring.retire(kid, now).await? {
             keys::Retired::Signing => println!(
                 "retired key {kid}: it signs no more; its tokens stay valid until they expire"
             ),
@@ -245,40 +279,35 @@ fn rfc3339(seconds: i64) -> String {
 }
 
 pub async fn config(loaded: &Loaded, command: &ConfigCommand) -> anyhow::Result<()> {
-    let settings = &loaded.cli.settings;
+    let data_dir = &loaded.cli.global.data_dir;
     match command {
-        ConfigCommand::Show => {
-            print!("{}", show_settings(loaded));
+        ConfigCommand::Show(settings) => {
+            print!("{}", show_settings(loaded, data_dir, settings));
             Ok(())
         }
-        ConfigCommand::Check => check_settings(settings).await,
+        ConfigCommand::Check(settings) => check_settings(data_dir, settings).await,
     }
 }
 
 /// The effective settings as a TOML file would hold them, each with its
 /// source; unset paths show what they default to. Passwords in the
 /// database URL are masked, and the signing secret is named, never shown.
-fn show_settings(loaded: &Loaded) -> String {
-    let settings = &loaded.cli.settings;
+fn show_settings(loaded: &Loaded, data_dir: &Path, settings: &ServeArgs) -> String {
     let mut out = String::from(
         "# Effective settings: a flag wins over a TASKFLOW_* variable, which wins over\n\
          # the config file, which wins over the default.\n",
     );
     for (name, value, source) in &loaded.settings {
         let derived = match name.as_str() {
-            "database_url" => Some(settings.database_url()),
-            "auth_component" => settings
-                .policy_config()
-                .ok()
-                .map(|c| c.component.display().to_string()),
-            "component_cache_dir" => settings
-                .policy_config()
-                .ok()
-                .and_then(|c| c.cache_dir)
-                .map(|d| d.display().to_string()),
-            "admin_socket" => Some(settings.admin_socket().display().to_string()),
+            "database_url" => Some(settings.storage.database_url(data_dir)),
+            "auth_component" => Some(settings.sandbox.component().display().to_string()),
+            "component_cache_dir" => {
+                Some(settings.sandbox.cache_dir(data_dir).display().to_string())
+            }
+            "admin_socket" => Some(settings.admin.socket(data_dir).display().to_string()),
             "max_connections_per_address" => Some(
                 settings
+                    .limits
                     .connection_limits()
                     .max_connections_per_address
                     .unwrap_or(0)
@@ -307,7 +336,7 @@ fn show_settings(loaded: &Loaded) -> String {
             None => out += &format!("# {name} is not set\n"),
         }
     }
-    let secret = settings.secret_source();
+    let secret = settings.tokens.secret_source(data_dir);
     let state = match &secret {
         SecretSource::Generated(path) if !path.exists() => " (created at first start)",
         _ => "",
@@ -320,38 +349,39 @@ fn show_settings(loaded: &Loaded) -> String {
 /// database, component. Prints a line per check. Writes nothing: no data
 /// directory, no secret, no compiled component (it is compiled in memory
 /// only, so the check does not read a cached copy either).
-async fn check_settings(settings: &SettingsArgs) -> anyhow::Result<()> {
-    let mut config = settings.policy_config()?;
+async fn check_settings(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<()> {
+    let tokens = &settings.tokens;
+    let mut config = settings.sandbox.policy_config(data_dir)?;
     config.cache_dir = None;
-    for removed in settings.removed_settings() {
+    for removed in settings.storage.removed_settings() {
         println!("warning: {removed}");
     }
-    for warning in settings.warnings() {
+    for warning in tokens.warnings() {
         println!("warning: {warning}");
     }
-    println!("ok: public URL {}", settings.public_url(settings.listen)?);
-    let secret = settings.existing_signing_secret()?;
+    let listener = &settings.listener;
+    println!("ok: public URL {}", listener.public_url(listener.listen)?);
+    let secret = tokens.existing_signing_secret(data_dir)?;
     match &secret {
         Some(secret) => println!(
             "ok: signing secret from {} ({} bytes)",
-            settings.secret_source(),
+            tokens.secret_source(data_dir),
             secret.len()
         ),
         None => println!(
             "ok: signing secret will be generated: {}",
-            settings.secret_source()
+            tokens.secret_source(data_dir)
         ),
     }
-    // A secret that does not exist yet is stood in for by a random one:
-    // the component only has to show it can sign and verify.
-    let policy_settings = settings.policy_settings_with(secret_or_stand_in(secret)?)?;
+    let secret = secret.map_or_else(stand_in_secret, Ok)?;
+    let policy_settings = tokens.policy_settings_with(secret)?;
     println!(
         "ok: tokens from issuer {:?} for audience {:?}, valid {} s",
         policy_settings.issuer,
         policy_settings.audience,
         policy_settings.token_ttl.as_secs()
     );
-    let url = settings.database_url();
+    let url = settings.storage.database_url(data_dir);
     let database = Database::probe(&url)
         .await
         .with_context(|| format!("database {}", mask_password(&url)))?;
@@ -423,27 +453,21 @@ fn toml_value(value: &str) -> String {
     }
 }
 
-/// `secret`, or a random stand-in where none exists yet (so none is
-/// created): for work that signs nothing anyone keeps.
-fn secret_or_stand_in(secret: Option<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
-    match secret {
-        Some(secret) => Ok(secret),
-        None => {
-            let mut stand_in = vec![0u8; 32];
-            getrandom::fill(&mut stand_in).context("no randomness")?;
-            Ok(stand_in)
-        }
-    }
-}
-
 /// Hashes with the configured component, so the hash is exactly what it
 /// will check at `/token`. Hashing signs nothing, so a secret still to be
-/// generated by `serve` is not created here.
-async fn hash_password(settings: &SettingsArgs, password: String) -> anyhow::Result<String> {
-    let secret = secret_or_stand_in(settings.existing_signing_secret()?)?;
+/// generated by `serve` is stood in for, not created here.
+async fn hash_password(
+    data_dir: &Path,
+    settings: &PolicyArgs,
+    password: String,
+) -> anyhow::Result<String> {
+    let secret = match settings.tokens.existing_signing_secret(data_dir)? {
+        Some(secret) => secret,
+        None => stand_in_secret()?,
+    };
     let policy = PolicyHandle::load(
-        &settings.policy_config()?,
-        settings.policy_settings_with(secret)?,
+        &settings.sandbox.policy_config(data_dir)?,
+        settings.tokens.policy_settings_with(secret)?,
         Arc::new(NoUsers),
     )
     .await?;
@@ -496,7 +520,7 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 /// `user add` only hashes; it never asks the policy to look anyone up.
-struct NoUsers;
+pub(crate) struct NoUsers;
 
 impl Directory for NoUsers {
     fn find_user<'a>(&'a self, _: &'a str, _: Lookup) -> DirectoryFuture<'a, Option<UserRecord>> {

@@ -1,13 +1,16 @@
 //! TaskFlow: a task API whose whole authentication policy runs in a
 //! WebAssembly component.
 //!
-//! - [`config`]: command line, environment, the signing secret.
-//! - [`startup`]: opening storage, loading the policy, serving.
+//! - [`config`]: command line, environment and config file: the commands,
+//!   the option groups (one per subsystem) each takes, the settings derived
+//!   from them, and the signing secret.
+//! - [`startup`]: opening storage, loading the policy (after checking, on a
+//!   first start, what can be checked before anything is written), serving.
 //! - [`server`]: connections and their limits; [`app`]: state, router and
 //!   middleware; [`hardening`]: what every request is held to (a deadline
 //!   for its body, its `Host`) and the security headers of every answer;
-//!   [`routes`]: the handlers;
-//!   [`openapi`]: the API document and the docs page.
+//!   [`routes`]: the handlers; [`form`]: the form bodies of `/token` and
+//!   `/revoke`; [`openapi`]: the API document and the docs page.
 //! - [`auth`]: the Bearer check each protected route declares.
 //! - [`policy`]: the component, behind one door (wasmtime lives there only):
 //!   async calls, their deadlines and share of the machine, reused instances,
@@ -20,40 +23,50 @@
 //! - [`storage`]: users, tasks, tokens and keys in SQLite or PostgreSQL,
 //!   with the change log that keeps each server's in-memory token status
 //!   current; [`task`]: the task model.
+//! - [`refresh`]: refresh tokens (single use, rotated, reuse revokes the
+//!   family).
+//! - [`keys`]: the signing key ring (its schedule, sealing, JWKS and the
+//!   task that follows it).
 //! - [`error`]: every error answer, mapped in one place.
 //! - [`throttle`]: brute-force limits on `/token` in memory, and
 //!   [`login_limits`]: those limits for the deployment (in the database on
-//!   PostgreSQL); [`keys`]: the signing
-//!   key ring and its rotation.
+//!   PostgreSQL).
 //! - [`metrics`]: what is counted, for `GET /metrics`; [`telemetry`]: logs;
 //!   [`report`]: an error as the one line an operator reads.
-//! - [`commands`]: `taskflow user ...` and `taskflow auth ...`;
-//!   [`username`]: usernames in RFC 8265's canonical form, and the least
-//!   a password is.
+//! - [`commands`]: `taskflow user ...`, `keys ...`, `auth ...` and
+//!   `config ...`; [`username`]: usernames in RFC 8265's canonical form,
+//!   and the least a password is.
+//! - [`files`]: files private to this user (secrets, caches);
+//!   [`clock`]: the wall clock in Unix seconds.
+//!
+//! Only what the binary (`main.rs`) and the benchmarks use is public:
+//! [`config`], [`commands`], [`startup`], [`telemetry`], [`report`],
+//! [`policy`] and [`keys`].
 
-pub mod admin;
-pub mod app;
-pub mod auth;
+mod admin;
+mod app;
+mod auth;
+mod clock;
 pub mod commands;
 pub mod config;
-pub mod error;
-pub mod files;
-pub mod form;
-pub mod hardening;
+mod error;
+mod files;
+mod form;
+mod hardening;
 pub mod keys;
-pub mod login_limits;
-pub mod metrics;
-pub mod openapi;
+mod login_limits;
+mod metrics;
+mod openapi;
 pub mod policy;
-pub mod refresh;
-pub mod reload;
+mod refresh;
+mod reload;
 pub mod report;
-pub mod rollout;
-pub mod routes;
-pub mod server;
+mod rollout;
+mod routes;
+mod server;
 pub mod startup;
-pub mod storage;
-pub mod task;
+mod storage;
+mod task;
 pub mod telemetry;
-pub mod throttle;
-pub mod username;
+mod throttle;
+mod username;

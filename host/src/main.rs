@@ -18,9 +18,10 @@ fn main() -> ExitCode {
     };
     let cli = &loaded.cli;
     telemetry::init(
-        cli.settings.log_format,
-        matches!(cli.command, Command::Serve),
+        cli.global.log_format,
+        matches!(cli.command, Command::Serve(_)),
     );
+    let data_dir = &cli.global.data_dir;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,10 +34,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Serve => startup::serve(&cli.settings).await,
-            Command::User(command) => commands::user(&cli.settings, command).await,
-            Command::Auth(command) => commands::auth(&cli.settings, command).await,
-            Command::Keys(command) => commands::keys(&cli.settings, command).await,
+            Command::Serve(settings) => startup::serve(data_dir, settings).await,
+            Command::User(command) => commands::user(data_dir, command).await,
+            Command::Auth(command) => commands::auth(data_dir, command).await,
+            Command::Keys(command) => commands::keys(data_dir, command).await,
             Command::Config(command) => commands::config(&loaded, command).await,
         }
     });

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-use crate::keys::unix_now;
+use crate::clock::unix_now;
 use crate::policy::{Candidate, Directory, PolicyConfig, PolicyHandle, PolicySettings};
 use crate::storage::{
     Backend, Database, DeployAction, Desired, NewRevision, POLICY_CHANNEL, ReplicaState, Wakeups,

@@ -1,57 +1,67 @@
 //! Opening storage, loading the policy and serving.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::app::{self, AppState};
-use crate::config::SettingsArgs;
+use crate::commands::NoUsers;
+use crate::config::ServeArgs;
+use crate::config::sandbox::SandboxArgs;
+use crate::config::secret::stand_in_secret;
+use crate::config::storage::StorageArgs;
+use crate::config::tokens::TokenArgs;
 use crate::files;
 use crate::keys::{self, KeyRing};
 use crate::login_limits::LoginLimiter;
-use crate::policy::{Directory, DirectoryFuture, Lookup, TokenStatus, UserRecord};
+use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
 use crate::routes::metadata::ServerMetadata;
 use crate::storage::{Database, StoredUser};
 use crate::{admin, reload, rollout, server};
 
-/// Opens the database in the data directory (created 0700 if missing).
-pub async fn open_database(settings: &SettingsArgs) -> anyhow::Result<Database> {
-    files::ensure_private_dir(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            settings.data_dir.display()
-        )
-    })?;
-    Database::connect(&settings.database_url(), settings.pool_settings())
-        .await
-        .context("cannot open the database")
-}
-
 /// Opens a database that exists already, creating nothing (no data
 /// directory, no SQLite file): what commands that read, or change what must
 /// be there, use, so that a mistyped `--data-dir` is reported, not made.
-pub async fn open_existing_database(settings: &SettingsArgs) -> anyhow::Result<Database> {
-    Ok(Database::connect_existing(&settings.database_url(), settings.pool_settings()).await?)
+pub async fn open_existing_database(
+    data_dir: &Path,
+    storage: &StorageArgs,
+) -> anyhow::Result<Database> {
+    Ok(
+        Database::connect_existing(&storage.database_url(data_dir), storage.pool_settings())
+            .await?,
+    )
+}
+
+/// Opens the database in the data directory (created 0700 if missing).
+pub async fn open_database(data_dir: &Path, storage: &StorageArgs) -> anyhow::Result<Database> {
+    files::ensure_private_dir(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    Database::connect(&storage.database_url(data_dir), storage.pool_settings())
+        .await
+        .context("cannot open the database")
 }
 
 /// Loads the desired policy revision (see [`rollout`]) with users,
 /// revocations and signing keys from `db`; the key ring is returned for
 /// [`keys::follow`].
 pub async fn load_policy(
-    settings: &SettingsArgs,
+    data_dir: &Path,
+    tokens: &TokenArgs,
+    sandbox: &SandboxArgs,
     db: &Database,
 ) -> anyhow::Result<(rollout::Started, KeyRing)> {
-    let config = settings.policy_config()?;
+    let config = sandbox.policy_config(data_dir)?;
     let ring = KeyRing::new(
         db.clone(),
-        settings.master_secret()?,
-        settings.key_timings(),
+        tokens.master_secret(data_dir)?,
+        tokens.key_timings(),
     );
     let keys = ring
-        .current(keys::unix_now())
+        .current(crate::clock::unix_now())
         .await
         .context("cannot read the signing keys")?;
-    let policy_settings = settings.policy_settings_with_keys(keys)?;
+    let policy_settings = tokens.policy_settings_with_keys(keys)?;
     let users = Arc::new(DatabaseDirectory { db: db.clone() });
     Ok((
         rollout::load_desired(&config, policy_settings, users, db).await?,
@@ -60,28 +70,37 @@ pub async fn load_policy(
 }
 
 /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
-pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
-    for removed in settings.removed_settings() {
+pub async fn serve(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        listener,
+        storage,
+        tokens,
+        sandbox,
+        limits,
+        admin,
+    } = settings;
+    for removed in storage.removed_settings() {
         tracing::warn!("{removed}");
     }
-    let listen = settings.listen;
+    let listen = listener.listen;
     // Refused before anything starts; the default is known once bound.
-    settings.public_url(listen)?;
-    for warning in settings.warnings() {
+    listener.public_url(listen)?;
+    for warning in tokens.warnings() {
         tracing::warn!("{warning}");
     }
-    let db = open_database(settings).await?;
-    let (started, ring) = load_policy(settings, &db).await?;
+    preflight(data_dir, storage, tokens, sandbox).await?;
+    let db = open_database(data_dir, storage).await?;
+    let (started, ring) = load_policy(data_dir, tokens, sandbox, &db).await?;
     let policy = started.policy;
     keys::follow(
         ring,
         policy.clone(),
-        settings.key_refresh(),
-        settings.signing_algorithm,
+        tokens.key_refresh(),
+        tokens.signing_algorithm,
     );
     let (stop_feed, feed_stopped) = tokio::sync::oneshot::channel::<()>();
     let feed = {
-        let (db, url) = (db.clone(), settings.database_url());
+        let (db, url) = (db.clone(), storage.database_url(data_dir));
         tokio::spawn(async move {
             db.follow_changes(&url, async {
                 let _ = feed_stopped.await;
@@ -110,44 +129,72 @@ pub async fn serve(settings: &SettingsArgs) -> anyhow::Result<()> {
         ),
     }
     if let Some(signing) = policy.signing_keys().first() {
-        keys::warn_unless_wanted(signing, settings.signing_algorithm);
+        keys::warn_unless_wanted(signing, tokens.signing_algorithm);
     }
-    let logins = Arc::new(LoginLimiter::for_database(&db, settings.login_limits()));
-    admin::serve(policy.clone(), logins.clone(), settings.admin_socket())?;
-    if let Some(interval) = settings.component_watch() {
-        reload::watch_component(
-            policy.clone(),
-            settings.policy_config()?.component,
-            interval,
-        );
+    let logins = Arc::new(LoginLimiter::for_database(&db, limits.login_limits()));
+    admin::serve(policy.clone(), logins.clone(), admin.socket(data_dir))?;
+    if let Some(interval) = sandbox.component_watch() {
+        reload::watch_component(policy.clone(), sandbox.component(), interval);
     }
     #[cfg(unix)]
     reload::reload_on_sighup(policy.clone()).context("cannot handle SIGHUP")?;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let socket = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let address = listener.local_addr()?;
+    let address = socket.local_addr()?;
     rollout::follow(
         policy.clone(),
         db.clone(),
-        settings.database_url(),
+        storage.database_url(data_dir),
         rollout::replica_id(address.port()),
         started.desired,
     );
     let shutdown = shutdown_signal()?;
     // On stdout, for people and for scripts that started us on port 0.
     println!("taskflow listening on http://{address}");
-    let metadata = ServerMetadata::new(&settings.issuer, &settings.public_url(address)?);
+    let metadata = ServerMetadata::new(&tokens.issuer, &listener.public_url(address)?);
     let app = app::router(
-        AppState::new(db, policy, logins, settings.refresh_lifetime(), metadata),
+        AppState::new(db, policy, logins, tokens.refresh_lifetime(), metadata),
         app::HttpLimits {
-            body_timeout: settings.body_timeout(),
+            body_timeout: limits.body_timeout(),
         },
     );
-    server::serve(listener, app, settings.connection_limits(), shutdown).await;
+    server::serve(socket, app, limits.connection_limits(), shutdown).await;
     let _ = stop_feed.send(());
     let _ = feed.await;
     tracing::info!("shut down");
+    Ok(())
+}
+
+/// What can be checked before anything is written: the signing secret if
+/// one exists (none is generated), and, on the first start (no database
+/// yet, so the component file is what will serve), the component: read,
+/// its signature verified, compiled and self-checked. Without this, a
+/// first start with a bad component would leave a secret and an empty
+/// database behind. The compiled component is cached only where a cache
+/// directory already exists; on a first start it is compiled again, once,
+/// when the policy loads.
+async fn preflight(
+    data_dir: &Path,
+    storage: &StorageArgs,
+    tokens: &TokenArgs,
+    sandbox: &SandboxArgs,
+) -> anyhow::Result<()> {
+    let secret = tokens.existing_signing_secret(data_dir)?;
+    if !Database::is_new_sqlite_file(&storage.database_url(data_dir)) {
+        // An existing database may name a revision that serves instead
+        // of the file; it is checked as it loads.
+        return Ok(());
+    }
+    let mut config = sandbox.policy_config(data_dir)?;
+    config.cache_dir = config.cache_dir.filter(|dir| dir.is_dir());
+    let secret = secret.map_or_else(stand_in_secret, Ok)?;
+    PolicyHandle::load(
+        &config,
+        tokens.policy_settings_with(secret)?,
+        Arc::new(NoUsers),
+    )
+    .await?;
     Ok(())
 }
 

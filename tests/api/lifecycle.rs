@@ -114,6 +114,107 @@ async fn bad_components_are_refused_at_start() {
     );
 }
 
+/// Each kind of bad component is one line an operator can act on: it
+/// names the file, what is wrong and what to do; and the refused first
+/// start leaves nothing behind (no data directory, no secret, no SQLite
+/// database).
+#[tokio::test]
+async fn each_bad_component_is_one_line_naming_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let built = |name: &str| std::fs::read(crate::harness::built_component(name)).unwrap();
+    let signer = crate::harness::Signer::new();
+    let trust = crate::harness::Signer::trust_file(dir.path(), &[&signer]);
+    let unsigned = write("unsigned.wasm", &built("guest_auth"));
+    let trusting = || {
+        vec![(
+            "TASKFLOW_COMPONENT_TRUST".to_owned(),
+            trust.display().to_string(),
+        )]
+    };
+    let cases = [
+        (
+            "missing",
+            dir.path().join("missing.wasm"),
+            vec![],
+            &["cannot read it", "--auth-component"][..],
+        ),
+        (
+            "not wasm",
+            write("garbage.wasm", b"this is not wasm, it is text\n"),
+            vec![],
+            &["not WebAssembly at all", "wasm32-wasip2"],
+        ),
+        (
+            "core module",
+            write("module.wasm", b"\0asm\x01\0\0\0"),
+            vec![],
+            &["core WebAssembly module", "wasm32-wasip2"],
+        ),
+        (
+            "other world",
+            write("other.wasm", &built("other_world")),
+            vec![],
+            &["does not implement", "wit/auth.wit"],
+        ),
+        (
+            "self-check",
+            write("lax.wasm", &built("lax_policy")),
+            vec![],
+            &["failed its start-up check", "fix the policy"],
+        ),
+        (
+            "unsigned",
+            unsigned,
+            trusting(),
+            &["signature refused", "minisign -Sm", "--component-trust"][..],
+        ),
+    ];
+    for (what, component, extra_env, expected) in cases {
+        let data = dir.path().join(format!("data-{}", what.replace(' ', "-")));
+        let options = Options {
+            component: component.clone(),
+            secret: None,
+            extra_env,
+            ..Options::default()
+        };
+        let out = run_cli(&data, &options, &["serve", "--listen", "127.0.0.1:0"], "");
+        assert!(!out.status.success(), "{what}: the server started");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{what}: {stderr}");
+        let line = errors[0];
+        assert_eq!(
+            stderr.trim_end().lines().last(),
+            Some(line),
+            "{what}: {stderr}"
+        );
+        assert!(
+            line.contains(&component.display().to_string()),
+            "{what}: {line}"
+        );
+        for word in expected {
+            assert!(line.contains(word), "{what}: {line} lacks {word}");
+        }
+        // Said once, not once per cause.
+        assert!(line.matches("os error").count() <= 1, "{what}: {line}");
+        // On PostgreSQL the database may already name a revision that
+        // serves instead of the file, so the file is checked as it loads,
+        // after the data directory is made.
+        if crate::harness::test_postgres().is_none() {
+            assert!(
+                !data.exists(),
+                "{what}: the refused start made {}",
+                data.display()
+            );
+        }
+    }
+}
+
 /// A secret under 32 bytes is refused at start, without being echoed.
 #[tokio::test]
 async fn short_secret_is_refused() {

@@ -532,16 +532,19 @@ async fn config_check_validates_without_serving() {
     assert!(!fresh.path().join("jwt-secret").exists());
 }
 
+/// What `taskflow ARGS` prints, which must succeed (`--help`, `--version`).
+fn help_text(data: &std::path::Path, options: &Options, args: &[&str]) -> String {
+    let out = crate::harness::run_cli(data, options, args, "");
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
 /// Every command and option has help text, and each subcommand lists its own.
 #[tokio::test]
 async fn help_is_complete() {
     let data = tempfile::tempdir().unwrap();
     let options = Options::default();
-    let help = |args: &[&str]| {
-        let out = crate::harness::run_cli(data.path(), &options, args, "");
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        stdout(&out)
-    };
+    let help = |args: &[&str]| help_text(data.path(), &options, args);
     let top = help(&["--help"]);
     for command in ["serve", "user", "auth", "keys", "config"] {
         assert!(
@@ -610,4 +613,73 @@ async fn help_is_complete() {
     }
     let version = help(&["--version"]);
     assert!(version.starts_with("taskflow "), "{version}");
+}
+
+/// Each command's help lists the options it uses and not `serve`'s: the
+/// command a platform team runs most, `auth reload`, shows its socket,
+/// not the listener, token, database or sandbox options.
+#[tokio::test]
+async fn help_lists_only_what_each_command_uses() {
+    let data = tempfile::tempdir().unwrap();
+    let options = Options::default();
+    let help = |args: &[&str]| help_text(data.path(), &options, args);
+    let http = [
+        "--listen",
+        "--public-url",
+        "--max-connections",
+        "--body-timeout",
+    ];
+    let tokens = ["--issuer", "--token-ttl", "--leeway", "--jwt-secret-file"];
+    let database = ["--database-url", "--database-max-connections"];
+    let sandbox = ["--auth-component", "--component-memory-mib"];
+    for (args, present, absent) in [
+        (
+            vec!["auth", "reload", "--help"],
+            vec!["--admin-socket", "--data-dir", "--config"],
+            [&http[..], &tokens, &database, &sandbox].concat(),
+        ),
+        (
+            vec!["user", "list", "--help"],
+            vec!["--database-url"],
+            [&http[..], &tokens, &sandbox, &["--admin-socket"]].concat(),
+        ),
+        (
+            vec!["user", "add", "--help"],
+            vec!["--database-url", "--issuer", "--auth-component"],
+            [&http[..], &["--admin-socket"]].concat(),
+        ),
+        (
+            vec!["keys", "rotate", "--help"],
+            vec!["--database-url", "--key-activation-delay"],
+            [&http[..], &sandbox, &["--admin-socket"]].concat(),
+        ),
+        (
+            vec!["auth", "deploy", "--help"],
+            vec!["--database-url", "--component-trust"],
+            [&http[..], &tokens, &sandbox, &["--admin-socket"]].concat(),
+        ),
+    ] {
+        let text = help(&args);
+        for option in present {
+            assert!(text.contains(option), "{args:?} lacks {option}:\n{text}");
+        }
+        for option in absent {
+            assert!(!text.contains(option), "{args:?} lists {option}:\n{text}");
+        }
+    }
+    // `serve` lists them all, under a heading per subsystem.
+    let serve = help(&["serve", "--help"]);
+    for heading in [
+        "Listener:",
+        "Storage:",
+        "Tokens:",
+        "Sandbox:",
+        "Limits:",
+        "Admin:",
+    ] {
+        assert!(
+            serve.contains(heading),
+            "serve --help lacks {heading}:\n{serve}"
+        );
+    }
 }

@@ -8,39 +8,54 @@ use sha2::{Digest, Sha256};
 
 use super::rfc3339;
 use crate::admin;
-use crate::config::{AuthCommand, SettingsArgs};
-use crate::keys::unix_now;
+use crate::clock::unix_now;
+use crate::config::AuthCommand;
+use crate::config::admin::AdminArgs;
 use crate::policy::{TrustedKeys, read_signature};
 use crate::rollout::STALE_AFTER;
 use crate::startup::{open_database, open_existing_database};
 use crate::storage::{Database, DeployAction, Desired, NewRevision, ReplicaState};
 
-pub async fn auth(settings: &SettingsArgs, command: &AuthCommand) -> anyhow::Result<()> {
+pub async fn auth(data_dir: &Path, command: &AuthCommand) -> anyhow::Result<()> {
     match command {
-        AuthCommand::Reload => reload(settings).await,
+        AuthCommand::Reload { admin } => reload(data_dir, admin).await,
         AuthCommand::Deploy {
             file,
             signature,
             note,
+            storage,
+            trust,
         } => {
-            let db = open_database(settings).await?;
-            let trust = settings.component_trust()?;
+            let trust = trust.keys()?;
+            let db = open_database(data_dir, storage).await?;
             deploy(&db, trust.as_deref(), file, signature.as_deref(), note).await
         }
-        AuthCommand::Status { json } => {
-            status(&open_existing_database(settings).await?, *json).await
+        AuthCommand::Status { json, settings } => {
+            status(
+                &open_existing_database(data_dir, &settings.storage).await?,
+                *json,
+            )
+            .await
         }
-        AuthCommand::History { json } => {
-            history(&open_existing_database(settings).await?, *json).await
+        AuthCommand::History { json, settings } => {
+            history(
+                &open_existing_database(data_dir, &settings.storage).await?,
+                *json,
+            )
+            .await
         }
-        AuthCommand::Rollback { revision } => {
-            rollback(&open_existing_database(settings).await?, *revision).await
+        AuthCommand::Rollback { revision, settings } => {
+            rollback(
+                &open_existing_database(data_dir, &settings.storage).await?,
+                *revision,
+            )
+            .await
         }
     }
 }
 
-async fn reload(settings: &SettingsArgs) -> anyhow::Result<()> {
-    let reply = admin::request(&settings.admin_socket(), "reload").await?;
+async fn reload(data_dir: &Path, admin: &AdminArgs) -> anyhow::Result<()> {
+    let reply = admin::request(&admin.socket(data_dir), "reload").await?;
     println!("{}", serde_json::to_string_pretty(&reply)?);
     if !reply.ok {
         bail!(

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, parser::ValueSource};
 
-use super::{Cli, SettingsArgs};
+use super::{Cli, GlobalArgs, ServeArgs};
 
 /// Why the command line or the config file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +57,10 @@ where
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let first = Cli::command().try_get_matches_from(&args)?;
     let Some(path) = first.get_one::<PathBuf>("config").cloned() else {
-        return finish(&first, &BTreeSet::new(), None);
+        return finish(&first, &[], None);
     };
-    let mut command = Cli::command();
-    let mut from_file = BTreeSet::new();
+    let every_setting = all_settings();
+    let mut defaults = Vec::new();
     for (key, value) in read_table(&path)? {
         let invalid = |message: String| LoadError::File {
             path: path.clone(),
@@ -78,9 +78,9 @@ where
             }
             _ => {}
         }
-        let Some(arg) = command
+        let Some(arg) = every_setting
             .get_arguments()
-            .find(|a| a.get_id() == id.as_str() && setting_ids().contains(&id))
+            .find(|a| a.get_id() == id.as_str())
         else {
             return Err(invalid(format!(
                 "unknown setting `{key}`; known settings: {}",
@@ -95,23 +95,62 @@ where
             .arg(arg.clone())
             .try_get_matches_from(["taskflow", flag.as_str()])
             .map_err(|e| invalid(format!("`{key}`: {}", clap_message(&e))))?;
-        command = command.mut_arg(id.as_str(), |a| a.default_value(text));
-        from_file.insert(id);
+        defaults.push((id, text));
     }
-    let matches = command.try_get_matches_from(&args)?;
-    finish(&matches, &from_file, Some(&path))
+    let matches = with_defaults(Cli::command(), &defaults).try_get_matches_from(&args)?;
+    finish(&matches, &defaults, Some(&path))
+}
+
+/// `command` with the file's values as the defaults of the options it
+/// and its subcommands take; one file serves every command, so a setting
+/// a command does not take is left for the others.
+fn with_defaults(mut command: clap::Command, defaults: &[(String, String)]) -> clap::Command {
+    for (id, text) in defaults {
+        if command.get_arguments().any(|a| a.get_id() == id.as_str()) {
+            command = command.mut_arg(id.as_str(), |a| a.default_value(text.clone()));
+        }
+    }
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(name, |sub| with_defaults(sub, defaults));
+    }
+    command
+}
+
+/// The matches of the command that runs (the deepest subcommand), which
+/// hold its own options and, propagated, the global ones.
+fn leaf(matches: &ArgMatches) -> &ArgMatches {
+    match matches.subcommand() {
+        Some((_, sub)) => leaf(sub),
+        None => matches,
+    }
 }
 
 fn finish(
     matches: &ArgMatches,
-    from_file: &BTreeSet<String>,
+    defaults: &[(String, String)],
     file: Option<&Path>,
 ) -> Result<Loaded, LoadError> {
     let cli = Cli::from_arg_matches(matches)?;
-    let command = Cli::command();
+    let from_file: BTreeSet<&str> = defaults.iter().map(|(id, _)| id.as_str()).collect();
+    // Every setting, from the environment and the file: a command checks
+    // those it does not take too, so a bad value is found by whichever
+    // command runs first, not only by `serve`.
+    let every = with_defaults(all_settings(), defaults).try_get_matches_from(["taskflow"])?;
+    let command = all_settings();
+    let matches = leaf(matches);
     let settings = setting_ids()
         .into_iter()
         .map(|id| {
+            // The command's own value where it takes the setting (one it
+            // takes but has no value for has none in `every` either).
+            let matches = match matches.value_source(&id) {
+                Some(_) => matches,
+                None => &every,
+            };
             let value = matches.get_raw(&id).map(|values| {
                 values
                     .map(|v| v.to_string_lossy().into_owned())
@@ -128,24 +167,28 @@ fn finish(
                         .map(|e| e.to_string_lossy().into_owned())
                         .unwrap_or_default(),
                 ),
-                _ if from_file.contains(&id) => Source::File,
+                _ if from_file.contains(id.as_str()) => Source::File,
                 _ => Source::Default,
             };
             (id, value, source)
         })
         .collect();
+    let every = ServeArgs::from_arg_matches(&every)?;
     let loaded = Loaded { cli, settings };
-    check(&loaded, file)?;
+    check(&loaded, &every, file)?;
     Ok(loaded)
 }
 
 /// Refuses settings whose values make no sense together or alone
-/// ([`SettingsArgs::problems`]), each named as it was given: the file and
-/// key, the variable, or the flag.
-fn check(loaded: &Loaded, file: Option<&Path>) -> Result<(), LoadError> {
+/// ([`super::cli::Given::problems`]), each named as it was given: the file and
+/// key, the variable, or the flag. The command's own groups are checked as
+/// it took them, the others as `every` (environment and file) has them.
+fn check(loaded: &Loaded, every: &ServeArgs, file: Option<&Path>) -> Result<(), LoadError> {
     let problems: Vec<String> = loaded
         .cli
-        .settings
+        .command
+        .given()
+        .or(every)
         .problems()
         .into_iter()
         .map(|(id, why)| {
@@ -221,10 +264,16 @@ fn value_text(key: &str, value: toml::Value, number: bool) -> Result<String, Str
     }
 }
 
-/// The names of every setting (the global options), in declaration order.
+/// Every setting of every command, as `serve` takes them.
+fn all_settings() -> clap::Command {
+    ServeArgs::augment_args(GlobalArgs::augment_args(clap::Command::new("taskflow")))
+}
+
+/// The names of every setting, in declaration order.
 fn setting_ids() -> Vec<String> {
-    SettingsArgs::augment_args(clap::Command::new("settings"))
+    all_settings()
         .get_arguments()
+        .filter(|a| !a.is_positional())
         .map(|a| a.get_id().to_string())
         .collect()
 }
@@ -265,9 +314,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("taskflow.toml");
         std::fs::write(&path, contents).unwrap();
-        let mut args = vec!["taskflow", "--config", path.to_str().unwrap()];
+        let mut args = vec![
+            "taskflow",
+            "--config",
+            path.to_str().unwrap(),
+            "config",
+            "show",
+        ];
         args.extend_from_slice(extra);
-        args.extend(["config", "show"]);
         load_from(args)
     }
 
@@ -288,10 +342,17 @@ mod tests {
             &["--issuer", "flagged"],
         )
         .unwrap();
-        let settings = &loaded.cli.settings;
-        assert_eq!(settings.token_ttl, 600);
-        assert_eq!(settings.issuer, "flagged");
-        assert!(matches!(settings.log_format, super::super::LogFormat::Json));
+        let super::super::Command::Config(super::super::ConfigCommand::Show(settings)) =
+            &loaded.cli.command
+        else {
+            panic!("not `config show`: {:?}", loaded.cli.command);
+        };
+        assert_eq!(settings.tokens.token_ttl, 600);
+        assert_eq!(settings.tokens.issuer, "flagged");
+        assert!(matches!(
+            loaded.cli.global.log_format,
+            super::super::LogFormat::Json
+        ));
         assert_eq!(source_of(&loaded, "token_ttl"), Source::File);
         assert_eq!(source_of(&loaded, "issuer"), Source::Flag);
         assert_eq!(source_of(&loaded, "leeway"), Source::Default);
@@ -320,13 +381,45 @@ mod tests {
     #[test]
     fn out_of_range_values_are_named_as_given() {
         let loaded = |args: &[&str]| {
-            let mut all = vec!["taskflow"];
+            let mut all = vec!["taskflow", "keys", "list"];
             all.extend_from_slice(args);
-            all.extend(["user", "list"]);
             load_from(all).map(|_| ()).unwrap_err().to_string()
         };
         assert!(loaded(&["--leeway", "61"]).contains("--leeway 61: must be at most 60 seconds"));
         assert!(loaded(&["--issuer", ""]).contains("--issuer : must not be empty"));
+    }
+
+    /// One file serves every command: each takes what it uses, leaves the
+    /// rest, and still refuses a bad value among the rest.
+    #[test]
+    fn a_command_reads_its_settings_from_a_shared_file_and_checks_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("taskflow.toml");
+        let load = |contents: &str| {
+            std::fs::write(&path, contents).unwrap();
+            load_from([
+                "taskflow",
+                "--config",
+                path.to_str().unwrap(),
+                "auth",
+                "reload",
+            ])
+        };
+        let loaded = load("listen = \"0.0.0.0:9\"\nadmin_socket = \"/run/tf.sock\"\n").unwrap();
+        let super::super::Command::Auth(super::super::AuthCommand::Reload { admin }) =
+            &loaded.cli.command
+        else {
+            panic!("not `auth reload`: {:?}", loaded.cli.command);
+        };
+        assert_eq!(
+            admin.admin_socket.as_deref(),
+            Some(Path::new("/run/tf.sock"))
+        );
+        let message = load("leeway = 61\n").unwrap_err().to_string();
+        assert!(
+            message.contains("`leeway` = 61: must be at most 60"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -207,9 +207,9 @@ pub struct Candidate {
 impl Candidate {
     /// The component file and the signature next to it (`FILE.minisig`).
     pub fn from_file(path: &Path) -> Result<Self, LoadError> {
-        let unreadable = |source| LoadError::Read {
+        let unreadable = |error| LoadError::Read {
             path: path.to_owned(),
-            source,
+            error,
         };
         let bytes = std::fs::read(path).map_err(unreadable)?;
         let signature = read_signature(path).map_err(unreadable)?;
@@ -237,9 +237,9 @@ impl Candidate {
         if let Some(trust) = trust {
             trust
                 .verify(&self.bytes, self.signature.as_deref())
-                .map_err(|source| LoadError::Signature {
+                .map_err(|why| LoadError::Signature {
                     path: self.origin.clone(),
-                    source,
+                    why,
                 })?;
         }
         Ok(runtime::ComponentFile::new(
@@ -254,11 +254,13 @@ impl Candidate {
 pub fn refusal_reason(error: &LoadError) -> &'static str {
     match error {
         LoadError::Read { .. } => "unreadable",
-        LoadError::Invalid { .. } => "invalid",
+        LoadError::Invalid { .. } | LoadError::NotWasm { .. } | LoadError::CoreModule { .. } => {
+            "invalid"
+        }
         LoadError::WrongWorld { .. } => "wrong_world",
         LoadError::Check { .. } => "self_check",
         LoadError::Engine(_) => "engine",
-        LoadError::Signature { source, .. } => source.reason(),
+        LoadError::Signature { why, .. } => why.reason(),
     }
 }
 

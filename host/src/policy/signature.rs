@@ -38,10 +38,10 @@ impl SignatureError {
 /// Why the trust file cannot be used; the server does not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
-    #[error("component trust file {}: {source}", path.display())]
+    #[error("component trust file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("component trust file {}, line {line}: not a minisign public key", path.display())]
     BadKey { path: PathBuf, line: usize },
@@ -62,9 +62,9 @@ impl TrustedKeys {
     /// another, or bare keys, one per line; `#` comments and blank lines
     /// are ignored.
     pub fn read(path: &Path) -> Result<Self, TrustError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrustError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| TrustError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(path, &text)
     }

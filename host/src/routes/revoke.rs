@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::token::{no_store, oauth, read_form};
 use crate::app::AppState;
+use crate::clock::unix_now;
 use crate::error::{ApiError, ErrorBody};
-use crate::keys::unix_now;
 
 /// The form `POST /revoke` takes (RFC 7009 §2.1).
 #[derive(utoipa::ToSchema)]

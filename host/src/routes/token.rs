@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
+use crate::clock::unix_now;
 use crate::error::{ApiError, ErrorBody};
 use crate::form;
-use crate::keys::unix_now;
 use crate::login_limits::Refusal;
 use crate::metrics::ComponentCall;
 use crate::policy::{Grant, GrantRefusal};

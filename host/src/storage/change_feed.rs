@@ -112,7 +112,7 @@ impl Follower<'_> {
         let away_too_long = self
             .last_read
             .is_none_or(|at| at.elapsed() > Duration::from_secs(LOG_RETENTION_SECONDS as u64 / 2));
-        let now = crate::keys::unix_now();
+        let now = crate::clock::unix_now();
         if away_too_long {
             // The sequence number first: changes committed after it are in
             // the snapshot and applied again from the log, harmlessly.

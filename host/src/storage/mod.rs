@@ -25,17 +25,13 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
-pub use change_feed::FeedTiming;
 pub(crate) use change_feed::Wakeups;
-pub use changes::{AuthChange, CHANGES_CHANNEL, LoggedChange};
+pub use changes::AuthChange;
 pub use grants::Credentials;
 pub use keys::{KeyChange, StoredKey};
 pub use login_attempts::{LoginOutcome, LoginReservation};
-pub use policy_revisions::{
-    DeployAction, Desired, NewRevision, POLICY_CHANNEL, ReplicaState, RevisionSummary,
-    StoredRevision,
-};
-pub use refresh_tokens::{NewRefreshToken, Rotation, StoredRefreshToken};
+pub use policy_revisions::{DeployAction, Desired, NewRevision, POLICY_CHANNEL, ReplicaState};
+pub use refresh_tokens::{NewRefreshToken, Rotation};
 pub use token_status::UserStatus;
 pub use users::StoredUser;
 
@@ -150,6 +146,12 @@ impl Database {
         let db = Self::open(url, settings, false).await?;
         db.backend.migrations().run(&db.pool).await?;
         Ok(db)
+    }
+
+    /// Whether `url` names a SQLite file that does not exist yet: the first
+    /// start of a deployment, which creates it.
+    pub fn is_new_sqlite_file(url: &str) -> bool {
+        matches!(Backend::of(url), Ok(Backend::Sqlite)) && !sqlite_file_exists(url)
     }
 
     /// Connects to an existing database and runs one query, changing

@@ -334,7 +334,7 @@ mod tests {
         let b = db.find_refresh_token("b").await.unwrap().unwrap();
         assert_eq!(b.used_at, Some(21));
         assert!(
-            db.token_status("jb", "alice", crate::keys::unix_now())
+            db.token_status("jb", "alice", crate::clock::unix_now())
                 .await
                 .unwrap()
                 .0
@@ -415,7 +415,7 @@ mod tests {
         db.revoke_refresh_family("f1", "alice", 55).await.unwrap();
         // j1 expired already; j2 is revoked until it expires. (Both asked
         // about as if issued now, after alice's account was made.)
-        let issued = crate::keys::unix_now();
+        let issued = crate::clock::unix_now();
         assert!(!db.token_status("j1", "alice", issued).await.unwrap().0);
         assert!(db.token_status("j2", "alice", issued).await.unwrap().0);
     }

@@ -177,7 +177,7 @@ impl Database {
 mod tests {
     use std::time::Duration;
 
-    use crate::keys::unix_now;
+    use crate::clock::unix_now;
     use crate::storage::test_database;
 
     #[tokio::test]

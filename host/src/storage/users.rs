@@ -2,7 +2,7 @@
 
 use super::grants::RowLock;
 use super::{AuthChange, Database, StorageError, UserStatus, now};
-use crate::keys::unix_now;
+use crate::clock::unix_now;
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

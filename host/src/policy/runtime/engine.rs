@@ -82,9 +82,10 @@ impl Sandbox {
         bytes: &[u8],
         sha256: &str,
     ) -> Result<Component, LoadError> {
+        super::check_shape(path, bytes)?;
         let invalid = |e: wasmtime::Error| LoadError::Invalid {
             path: path.to_owned(),
-            reason: format!("{e:#}"),
+            reason: super::one_line(&format!("{e:#}")),
         };
         let engine = &self.engine;
         let Some(cache_dir) = self.cache_dir() else {

@@ -69,26 +69,58 @@ pub struct ComponentInfo {
 }
 
 /// Why a component could not be loaded. Each names the file.
+/// Why a component cannot serve. Each message is one line that names the
+/// component and what to do about it, for an operator to act on.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("auth component {}: cannot read the file: {source}", path.display())]
+    #[error("auth component {}: cannot read it ({error}); build it with `just build`, or name the component with --auth-component", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("auth component {}: not a valid WebAssembly component: {reason}", path.display())]
+    #[error("auth component {}: not a valid WebAssembly component: the file is not WebAssembly at all (it does not begin with \"\\0asm\"); name the .wasm file that `cargo build --target wasm32-wasip2` writes", path.display())]
+    NotWasm { path: PathBuf },
+    #[error("auth component {}: not a valid WebAssembly component: it is a core WebAssembly module; build the policy for the wasm32-wasip2 target, which makes a component", path.display())]
+    CoreModule { path: PathBuf },
+    #[error("auth component {}: not a valid WebAssembly component: {reason}; rebuild it for the wasm32-wasip2 target", path.display())]
     Invalid { path: PathBuf, reason: String },
-    #[error("auth component {}: does not implement the taskflow:auth@0.3.0 (or 0.2, 0.1) auth-policy world: {reason}", path.display())]
+    #[error("auth component {}: does not implement the taskflow:auth@0.3.0 (or 0.2, 0.1) auth-policy world: {reason}; build it against wit/auth.wit", path.display())]
     WrongWorld { path: PathBuf, reason: String },
-    #[error("auth component {}: failed its start-up check: {reason}", path.display())]
+    #[error("auth component {}: failed its start-up check: {reason}; a policy must accept the tokens it issues and refuse forged ones: fix the policy and build it again", path.display())]
     Check { path: PathBuf, reason: String },
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
-    #[error("auth component {}: signature refused: {source}", path.display())]
+    #[error("auth component {}: signature refused: {why}; sign it (`minisign -Sm FILE`) with a key listed in the --component-trust file", path.display())]
     Signature {
         path: PathBuf,
-        source: super::SignatureError,
+        why: super::SignatureError,
     },
+}
+
+/// `reason` on one line: wasmtime's messages span several (byte dumps,
+/// causes), and an operator reads one.
+pub(super) fn one_line(reason: &str) -> String {
+    reason.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Refuses what is not a component before wasmtime parses it, so that the
+/// two common mistakes get their own answer: a file that is not
+/// WebAssembly at all, and a core module (version 1) where a component
+/// (layer 1) belongs.
+pub(super) fn check_shape(path: &std::path::Path, bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE: &[u8] = &[1, 0, 0, 0];
+    if !bytes.starts_with(MAGIC) {
+        return Err(LoadError::NotWasm {
+            path: path.to_owned(),
+        });
+    }
+    if bytes.get(4..8) == Some(CORE_MODULE) {
+        return Err(LoadError::CoreModule {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// A component file as read from disk, with its digest.
@@ -154,7 +186,7 @@ impl PolicyRuntime {
         };
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             path: path.clone(),
-            reason: format!("{e:#}"),
+            reason: one_line(&format!("{e:#}")),
         };
         let pre = sandbox
             .linker
@@ -188,7 +220,7 @@ impl PolicyRuntime {
         };
         let check_failed = |reason: String| LoadError::Check {
             path: path.clone(),
-            reason,
+            reason: one_line(&reason),
         };
         let info = runtime
             .info_call()

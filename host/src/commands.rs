@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 mod auth;
+mod shadow;
 pub use auth::auth;
 
 use crate::config::file::{Loaded, Source};

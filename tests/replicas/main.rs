@@ -7,10 +7,13 @@ mod fleet;
 #[path = "../api/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "../api/shadowing.rs"]
+mod shadowing;
 
 mod outage;
 mod proxy;
 mod rollout;
+mod shadow;
 mod token_status;
 mod two_replicas;
 

@@ -149,6 +149,44 @@ pub enum AuthCommand {
     /// file (and FILE.minisig) again: it takes over on this replica only,
     /// until the next deploy, if it changed and passes its checks.
     Reload,
+    /// Try a candidate on the live traffic of every replica without it
+    /// answering anyone: `shadow FILE|REVISION` starts, `shadow status`
+    /// shows how often it agreed, `shadow stop` ends it.
+    Shadow(ShadowArgs),
+    /// Make the shadowing candidate the desired revision on every replica,
+    /// and end the shadow.
+    Promote,
+}
+
+/// `taskflow auth shadow ...`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ShadowArgs {
+    #[command(subcommand)]
+    pub command: Option<ShadowCommand>,
+    /// The candidate: a component file (stored as a new revision, with
+    /// FILE.minisig), or a stored revision's number.
+    #[arg(required = true, value_name = "FILE|REVISION")]
+    pub candidate: Option<String>,
+    /// The file's detached minisign signature [default: FILE.minisig, if present].
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+    /// What the stored revision is, for `auth history`.
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShadowCommand {
+    /// End the shadow on every replica.
+    Stop,
+    /// Show the shadow and, per replica, how its decisions compared with
+    /// the active policy's, and the most recent disagreements.
+    Status {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -366,6 +404,26 @@ pub struct SettingsArgs {
         global = true
     )]
     pub decision_cache_ms: u64,
+    /// While a candidate shadows the policy: one password grant in this
+    /// many is also decided by it (0: none), since each costs an argon2
+    /// hash; requests waiting for it are at most --shadow-queue, further
+    /// ones are dropped and counted, never waited for.
+    #[arg(
+        long,
+        env = "TASKFLOW_SHADOW_PASSWORD_SAMPLE",
+        default_value_t = 20,
+        global = true
+    )]
+    pub shadow_password_sample: u64,
+    /// Requests waiting for a shadowing candidate at most.
+    #[arg(
+        long,
+        env = "TASKFLOW_SHADOW_QUEUE",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000),
+        global = true
+    )]
+    pub shadow_queue: u64,
     /// How often the component file is checked for changes, in milliseconds (0: never).
     #[arg(
         long,
@@ -701,6 +759,8 @@ impl SettingsArgs {
                 memory_bytes: self.component_memory_mib << 20,
                 max_instances: self.component_max_instances,
                 decision_cache: Duration::from_millis(self.decision_cache_ms),
+                shadow_queue: self.shadow_queue as usize,
+                shadow_password_sample: self.shadow_password_sample,
                 ..SandboxLimits::default()
             },
             trust: self.component_trust()?,

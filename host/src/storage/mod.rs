@@ -12,6 +12,7 @@ mod grants;
 mod keys;
 mod login_attempts;
 mod policy_revisions;
+mod policy_shadows;
 mod refresh_tokens;
 mod revocations;
 mod sqlite_reads;
@@ -35,6 +36,7 @@ pub use policy_revisions::{
     DeployAction, Desired, NewRevision, POLICY_CHANNEL, ReplicaState, RevisionSummary,
     StoredRevision,
 };
+pub use policy_shadows::{ShadowEnd, ShadowReplicaRow, ShadowRun};
 pub use refresh_tokens::{NewRefreshToken, Rotation, StoredRefreshToken};
 pub use token_status::UserStatus;
 pub use users::StoredUser;

@@ -219,7 +219,10 @@ pub async fn an_identical_candidate_only_agrees(fleet: &Fleet) {
         ) && !l.ends_with(" 0")),
         "{metrics}"
     );
-    assert!(metrics.contains("taskflow_auth_shadow_running 1"), "{metrics}");
+    assert!(
+        metrics.contains("taskflow_auth_shadow_running 1"),
+        "{metrics}"
+    );
 }
 
 /// `guest-admin-delete` as the candidate disagrees exactly on `DELETE`
@@ -255,7 +258,10 @@ pub async fn admin_delete_disagrees_only_on_delete(fleet: &Fleet) {
             ("DELETE", &task, Some(&alice), 204),
         ] {
             let status = status_of(server, method, path, token.map(String::as_str)).await;
-            assert_eq!(status, expected, "{method} {path}: the active policy answers");
+            assert_eq!(
+                status, expected,
+                "{method} {path}: the active policy answers"
+            );
             sent += 1;
             if method == "DELETE" && token.is_some() {
                 deletes += 1;
@@ -275,14 +281,18 @@ pub async fn admin_delete_disagrees_only_on_delete(fleet: &Fleet) {
         assert_eq!(disagreement["active"], "allowed (tasks:read tasks:write)");
         let candidate = disagreement["candidate"].as_str().unwrap();
         assert!(
-            candidate.starts_with("denied: insufficient_scope") && candidate.contains("tasks:admin"),
+            candidate.starts_with("denied: insufficient_scope")
+                && candidate.contains("tasks:admin"),
             "{candidate}"
         );
     }
     let table = fleet.cli(&["auth", "shadow", "status"], false);
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
     assert!(table.contains("RECENT DISAGREEMENTS"), "{table}");
-    assert!(table.contains("DELETE\t/tasks/{id}\tallowed_vs_denied"), "{table}");
+    assert!(
+        table.contains("DELETE\t/tasks/{id}\tallowed_vs_denied"),
+        "{table}"
+    );
     let json = status.to_string();
     for secret in [&alice, &bob] {
         assert!(!json.contains(secret.as_str()) && !table.contains(secret.as_str()));
@@ -396,12 +406,20 @@ pub async fn shadow_stop_and_promote_on_every_replica(fleet: &Fleet) {
     let load = Load::start(fleet, &alice);
 
     let nothing = fleet.cli(&["auth", "promote"], false);
-    assert!(stderr(&nothing).contains("no shadow is running"), "{}", stderr(&nothing));
+    assert!(
+        stderr(&nothing).contains("no shadow is running"),
+        "{}",
+        stderr(&nothing)
+    );
 
     // Refused candidates.
     let unsigned = candidate_file(fleet, "unsigned.wasm", &policy_b(), false);
     let refused = fleet.cli(&["auth", "shadow", unsigned.to_str().unwrap()], false);
-    assert!(stderr(&refused).contains("not shadowed"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("not shadowed"),
+        "{}",
+        stderr(&refused)
+    );
     let stored = fleet.cli(&["auth", "shadow", unsigned.to_str().unwrap()], true);
     assert!(stored.status.success(), "{}", stderr(&stored));
     let status = wait_for_shadow(fleet, "refused", |_| true).await;

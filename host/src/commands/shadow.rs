@@ -154,7 +154,9 @@ async fn status(db: &Database, json: bool) -> anyhow::Result<()> {
             rfc3339(run.started_at)
         ),
     }
-    let names = ShadowCounts::default().named().map(|(name, _)| name.to_uppercase());
+    let names = ShadowCounts::default()
+        .named()
+        .map(|(name, _)| name.to_uppercase());
     println!("REPLICA\tSTATE\tLAST SEEN\t{}", names.join("\t"));
     for view in &replicas {
         let counts = view.report.totals.named().map(|(_, n)| n.to_string());

@@ -4,7 +4,8 @@
 //! instance reuse, the WIT bindings) lives in [`runtime`]; handlers only ask a
 //! [`PolicyHandle`] for a [`Grant`] or a [`Principal`] and never see a `Store`.
 //! The types here are the host's own: the WIT types are converted once, in
-//! [`runtime`].
+//! [`runtime`]. A candidate may shadow the active policy ([`shadow`]): it
+//! decides the same requests, and only the comparison is kept.
 
 mod decision_cache;
 mod runtime;
@@ -446,8 +447,7 @@ impl PolicyHandle {
             config.limits.clone(),
             config.cache_dir.clone(),
         )?);
-        let first =
-            runtime::PolicyRuntime::load(
+        let first = runtime::PolicyRuntime::load(
             &sandbox,
             file,
             &settings,
@@ -687,8 +687,11 @@ impl PolicyHandle {
             Err(e) => {
                 let reason = refusal_reason(&e);
                 tracing::warn!(reason, error = %e, seq, "shadow candidate refused; no shadow runs");
-                *self.inner.lock_shadow_ended() =
-                    Some(ShadowReport::refused(seq, revision, format!("{reason}: {e}")));
+                *self.inner.lock_shadow_ended() = Some(ShadowReport::refused(
+                    seq,
+                    revision,
+                    format!("{reason}: {e}"),
+                ));
                 self.inner.changed.notify_waiters();
                 return Err(e);
             }

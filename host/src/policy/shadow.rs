@@ -644,9 +644,21 @@ mod tests {
         let denied = |reason| Outcome::denied(reason);
         let cases = [
             (allowed(&["a"]), allowed(&["a"]), Comparison::Agree),
-            (allowed(&["a"]), denied("invalid_token"), Comparison::AllowedVsDenied),
-            (denied("invalid_token"), allowed(&["a"]), Comparison::AllowedVsDenied),
-            (allowed(&["a"]), allowed(&["a", "b"]), Comparison::DifferentScopes),
+            (
+                allowed(&["a"]),
+                denied("invalid_token"),
+                Comparison::AllowedVsDenied,
+            ),
+            (
+                denied("invalid_token"),
+                allowed(&["a"]),
+                Comparison::AllowedVsDenied,
+            ),
+            (
+                allowed(&["a"]),
+                allowed(&["a", "b"]),
+                Comparison::DifferentScopes,
+            ),
             (
                 denied("invalid_token"),
                 denied("no_credentials"),
@@ -663,7 +675,11 @@ mod tests {
                 },
                 Comparison::DifferentDenial,
             ),
-            (allowed(&["a"]), Outcome::Failed("fault"), Comparison::CandidateFailed),
+            (
+                allowed(&["a"]),
+                Outcome::Failed("fault"),
+                Comparison::CandidateFailed,
+            ),
         ];
         for (active, candidate, expected) in cases {
             assert_eq!(

@@ -131,7 +131,11 @@ impl Database {
 
     /// Stores `new` as a revision without making it desired (a shadow's
     /// candidate); returns its number.
-    pub async fn store_revision(&self, new: &NewRevision<'_>, now: i64) -> Result<i64, StorageError> {
+    pub async fn store_revision(
+        &self,
+        new: &NewRevision<'_>,
+        now: i64,
+    ) -> Result<i64, StorageError> {
         let mut tx = self.begin_write().await?;
         let revision = insert_revision(&mut tx, new, now).await?;
         tx.commit().await?;

@@ -228,11 +228,7 @@ mod tests {
         assert!(second.seq > first.seq);
         assert_eq!(db.running_shadow().await.unwrap(), Some(second.clone()));
 
-        let (stopped, desired) = db
-            .end_shadow(ShadowEnd::Stopped, 6)
-            .await
-            .unwrap()
-            .unwrap();
+        let (stopped, desired) = db.end_shadow(ShadowEnd::Stopped, 6).await.unwrap().unwrap();
         assert_eq!(stopped.outcome.as_deref(), Some("stopped"));
         assert_eq!(desired, None);
         assert_eq!(db.running_shadow().await.unwrap(), None);

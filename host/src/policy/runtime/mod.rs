@@ -460,10 +460,7 @@ impl PolicyRuntime {
             .instances(32)
             .trap_on_grow_failure(true)
             .build();
-        let clock = CallClock::new(
-            Arc::clone(&self.overrun_slots),
-            self.overrun_slot_count,
-        );
+        let clock = CallClock::new(Arc::clone(&self.overrun_slots), self.overrun_slot_count);
         let mut store = Store::new(&self.sandbox.engine, StoreState::new(env, limits, clock));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|mut store| store.data_mut().clock.on_tick());
@@ -564,7 +561,6 @@ impl Lease<'_> {
 /// it is what keeps valid traffic above half its throughput (see
 /// docs/benchmarks.md, hostile neighbours).
 const FAULT_ANSWER_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
-
 
 /// Runs a call into the component, turning a panic in a host function
 /// into an error: a guest must never turn one into a dropped connection.

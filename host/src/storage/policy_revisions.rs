@@ -181,17 +181,27 @@ impl Database {
         .bind(now)
         .fetch_one(&mut **tx)
         .await?;
+        self.announce_policy_change(tx).await?;
+        Ok(Desired {
+            seq,
+            revision,
+            deployed_at: now,
+        })
+    }
+
+    /// Wakes every replica on PostgreSQL (at commit) to look at the
+    /// desired revision and the shadow; SQLite replicas poll.
+    pub(super) async fn announce_policy_change(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ) -> Result<(), StorageError> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, '')")
                 .bind(POLICY_CHANNEL)
                 .execute(&mut **tx)
                 .await?;
         }
-        Ok(Desired {
-            seq,
-            revision,
-            deployed_at: now,
-        })
+        Ok(())
     }
 
     /// The desired revision, if any was ever deployed.

@@ -3,7 +3,6 @@
 //! replica's comparison report. Changes are announced on the same channel
 //! as deployments, so replicas follow both with one listener.
 
-use super::policy_revisions::POLICY_CHANNEL;
 use super::{Backend, Database, DeployAction, Desired, StorageError};
 
 /// One shadow, running or ended.
@@ -53,7 +52,7 @@ impl Database {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        self.announce(&mut tx).await?;
+        self.announce_policy_change(&mut tx).await?;
         tx.commit().await?;
         Ok(ShadowRun {
             seq,
@@ -83,14 +82,22 @@ impl Database {
         end_running(&mut tx, outcome, now).await?;
         let desired = match end {
             ShadowEnd::Stopped => {
-                self.announce(&mut tx).await?;
+                self.announce_policy_change(&mut tx).await?;
                 None
             }
-            // Announces both changes.
-            ShadowEnd::Promoted => Some(
-                self.insert_deployment(&mut tx, run.revision, DeployAction::Promote, now)
-                    .await?,
-            ),
+            ShadowEnd::Promoted => {
+                if self.backend == Backend::Postgres {
+                    // As `deploy_revision`: deployments commit in `seq` order.
+                    sqlx::query("LOCK TABLE policy_deployments IN EXCLUSIVE MODE")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                // Announces both changes.
+                Some(
+                    self.insert_deployment(&mut tx, run.revision, DeployAction::Promote, now)
+                        .await?,
+                )
+            }
         };
         tx.commit().await?;
         run.ended_at = Some(now);
@@ -151,19 +158,6 @@ impl Database {
     ) -> Result<(), StorageError> {
         if self.backend == Backend::Postgres {
             sqlx::query("LOCK TABLE policy_shadows IN EXCLUSIVE MODE")
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn announce(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    ) -> Result<(), StorageError> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(POLICY_CHANNEL)
                 .execute(&mut **tx)
                 .await?;
         }

@@ -64,7 +64,8 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Roll the auth policy out to every replica, show, list and roll back revisions.
+    /// Roll the auth policy out to every replica, show, list and roll back
+    /// revisions, try a candidate on live traffic (shadow) and promote it.
     #[command(subcommand)]
     Auth(AuthCommand),
     /// Manage the signing keys (shared by every replica on the database).
@@ -109,7 +110,8 @@ pub enum ConfigCommand {
     as a new revision and makes it desired, and every replica on the database verifies its \
     signature (with --component-trust), compiles it, self-checks it and swaps it in without \
     failing a request; a replica that refuses it keeps serving what it has and reports why \
-    in `status`."
+    in `status`. `shadow` has every replica decide the live traffic with a candidate too, \
+    off the requests' path, and count where it agrees; `promote` deploys it."
 )]
 pub enum AuthCommand {
     /// Store a component as a new revision and make it desired on every

@@ -22,10 +22,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use sha2::{Digest, Sha256};
 
 pub use runtime::{CallDeadlines, ComponentInfo, LoadError};
-pub use shadow::{
-    Comparison, DECISION, Disagreement, PASSWORD_GRANT, REFRESH_GRANT, RouteCounts, ShadowCounts,
-    ShadowReport,
-};
+pub use shadow::{Disagreement, RouteCounts, ShadowCounts, ShadowReport};
 pub use signature::{SignatureError, TrustError, TrustedKeys, read_signature, signature_path};
 
 /// A stored user as the policy needs it.

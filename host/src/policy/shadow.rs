@@ -45,13 +45,13 @@ const WORKERS: usize = 2;
 const RECENT: usize = 20;
 
 /// The calls a shadow compares, as labelled.
-pub const DECISION: &str = "decision";
-pub const REFRESH_GRANT: &str = "refresh_grant";
-pub const PASSWORD_GRANT: &str = "password_grant";
+const DECISION: &str = "decision";
+const REFRESH_GRANT: &str = "refresh_grant";
+const PASSWORD_GRANT: &str = "password_grant";
 
 /// What one comparison came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Comparison {
+enum Comparison {
     Agree,
     /// One allowed (or granted) what the other denied (or refused).
     AllowedVsDenied,
@@ -66,7 +66,7 @@ pub enum Comparison {
 }
 
 impl Comparison {
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Comparison::Agree => "agree",
             Comparison::AllowedVsDenied => "allowed_vs_denied",

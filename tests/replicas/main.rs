@@ -7,7 +7,9 @@ mod fleet;
 #[path = "../api/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+// Only the scenarios that need several replicas or PostgreSQL run here.
 #[path = "../api/shadowing.rs"]
+#[allow(dead_code)]
 mod shadowing;
 
 mod outage;

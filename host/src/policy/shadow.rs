@@ -426,7 +426,10 @@ impl Shadow {
     /// Whether the next password grant is in the sample.
     pub(super) fn samples_password(&self) -> bool {
         self.password_sample > 0
-            && self.passwords.fetch_add(1, Ordering::Relaxed) % self.password_sample == 0
+            && self
+                .passwords
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(self.password_sample)
     }
 
     /// Hands the candidate a sampled password grant the active policy decided.

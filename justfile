@@ -76,8 +76,9 @@ test-postgres: components test-components
 # start-up and swap times, hostile neighbours, the FastAPI peer (a virtualenv
 # under target/bench-peer), propagation between two replicas and fleet
 # rollout (`auth deploy` to both replicas serving) on a throwaway PostgreSQL
-# server. Writes docs/benchmarks.md. TASKFLOW_BENCH_ONLY=
-# hostile|peer|propagation|rollout runs one section of the server benchmark alone.
+# server, and a shadowing candidate's cost. Writes docs/benchmarks.md.
+# TASKFLOW_BENCH_ONLY=hostile|peer|propagation|rollout|shadow runs one section
+# of the server benchmark alone.
 bench: build test-components
     @command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
     rm -f target/bench-report.md

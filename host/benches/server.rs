@@ -16,7 +16,9 @@
 //! - propagation (with `TASKFLOW_TEST_POSTGRES_URL`, as `just bench` sets
 //!   it): from a revocation's 200 at one replica to its refusal at the other;
 //! - fleet rollout (PostgreSQL too): from `taskflow auth deploy` to both
-//!   replicas serving the new revision, median of several deployments.
+//!   replicas serving the new revision, median of several deployments;
+//! - shadow: Bearer `GET /tasks` at 64 connections with a candidate
+//!   shadowing the policy (`taskflow auth shadow`) against without one.
 //!
 //! Run with `just bench`, which builds with the feature and installs `wrk`.
 
@@ -254,10 +256,11 @@ mod bench {
     }
 
     pub fn run() {
-        // TASKFLOW_BENCH_ONLY=hostile|peer|propagation|rollout runs one section alone.
+        // TASKFLOW_BENCH_ONLY=hostile|peer|propagation|rollout|shadow runs one section alone.
         let cache = tempfile::tempdir().unwrap();
         match std::env::var("TASKFLOW_BENCH_ONLY").as_deref() {
             Ok("hostile") => return hostile_neighbours(cache.path()),
+            Ok("shadow") => return shadow(cache.path()),
             Ok("peer") => {
                 let data = tempfile::tempdir().unwrap();
                 let policy = data.path().join("policy.wasm");
@@ -398,6 +401,7 @@ mod bench {
         drop(server);
 
         hostile_neighbours(cache.path());
+        shadow(cache.path());
         match std::env::var("TASKFLOW_TEST_POSTGRES_URL") {
             Ok(server) => {
                 propagation(&server, &policy, cache.path());
@@ -407,6 +411,97 @@ mod bench {
                 "### Propagation between replicas, fleet rollout\n\nNot measured: no PostgreSQL server (run `just bench`, which starts one).\n",
             ),
         }
+    }
+
+    /// Bearer `GET /tasks` at 64 connections without a shadow and with
+    /// `guest-admin-delete` shadowing `guest-auth` (started and stopped by
+    /// the CLI), in the order without, with, with, without.
+    fn shadow(cache: &Path) {
+        let data = tempfile::tempdir().unwrap();
+        let policy = data.path().join("policy.wasm");
+        std::fs::copy(component("guest_auth"), &policy).unwrap();
+        let (server, token) = seeded_server(data.path(), &policy, cache);
+        let url = format!("http://{}/tasks", server.address);
+        let cli = |args: &[&str]| {
+            let out = taskflow(data.path(), &policy, cache)
+                .args(args)
+                .output()
+                .expect("run taskflow");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let wait_for = |state: &str| {
+            let started = Instant::now();
+            loop {
+                let now: serde_json::Value =
+                    serde_json::from_str(&cli(&["auth", "shadow", "status", "--json"])).unwrap();
+                if now["replicas"][0]["state"] == state {
+                    return now;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "the shadow never became {state}: {now}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let candidate = component("guest_admin_delete");
+        let without_1 = wrk(&url, 64, Some(&token));
+        cli(&["auth", "shadow", candidate.to_str().unwrap()]);
+        wait_for("running");
+        let with_1 = wrk(&url, 64, Some(&token));
+        let with_2 = wrk(&url, 64, Some(&token));
+        cli(&["auth", "shadow", "stop"]);
+        let counts = wait_for("stopped");
+        let without_2 = wrk(&url, 64, Some(&token));
+        let without = Load::mean(&without_1, &without_2);
+        let with = Load::mean(&with_1, &with_2);
+        assert_eq!(
+            without.non_2xx + with.non_2xx,
+            0,
+            "requests failed under load"
+        );
+        let totals = &counts["replicas"][0]["totals"];
+        let mut table = format!(
+            "### Shadow evaluation (wrk, 64 connections, two runs of {} s each, in the order without, with, with, without; Bearer `GET /tasks`, `guest-admin-delete` shadowing `guest-auth`)
+
+| shadow | req/s | p50 | p99 | with / without |
+|---|---|---|---|---|
+",
+            seconds()
+        );
+        for (name, load) in [("none", &without), ("running", &with)] {
+            let ratio = if std::ptr::eq(load, &with) {
+                format!(
+                    "throughput {:.1}%, p99 {:.2}×",
+                    100.0 * with.requests_per_second / without.requests_per_second,
+                    with.p99_ms / without.p99_ms
+                )
+            } else {
+                String::new()
+            };
+            table.push_str(&format!(
+                "| {name} | {:.0} | {:.2} ms | {:.2} ms | {ratio} |
+",
+                load.requests_per_second, load.p50_ms, load.p99_ms
+            ));
+        }
+        table.push_str(&format!(
+            "
+Compared by the candidate during both runs: {} agreed, {} dropped (queue full), {} failed, {} disagreed.
+",
+            totals["agree"],
+            totals["dropped"],
+            totals["candidate_failed"],
+            totals["allowed_vs_denied"].as_u64().unwrap_or(0)
+                + totals["different_denial"].as_u64().unwrap_or(0)
+                + totals["different_scopes"].as_u64().unwrap_or(0)
+        ));
+        common::report(&table);
     }
 
     /// A server with the user `bench` owning 10 tasks, and a token of theirs.

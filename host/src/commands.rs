@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 mod auth;
+mod shadow;
 pub use auth::auth;
 
 use crate::admin;

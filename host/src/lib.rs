@@ -14,12 +14,14 @@
 //! - [`auth`]: the Bearer check each protected route declares.
 //! - [`policy`]: the component, behind one door (wasmtime lives there only):
 //!   async calls, their deadlines and share of the machine, reused instances,
-//!   signatures of candidates, and Bearer decisions remembered until
-//!   anything they depend on changes.
+//!   signatures of candidates, Bearer decisions remembered until
+//!   anything they depend on changes, and a candidate shadowing the active
+//!   policy (deciding live traffic off the request's path, only compared).
 //! - [`reload`], [`admin`]: what swaps the policy while serving (file watch,
 //!   SIGHUP, the admin socket behind `taskflow auth reload`);
 //!   [`rollout`]: the revision the database names as desired, followed by
-//!   every replica (`taskflow auth deploy`), and each replica's heartbeat.
+//!   every replica (`taskflow auth deploy`), the shadowing candidate
+//!   (`taskflow auth shadow`), and each replica's heartbeat.
 //! - [`storage`]: users, tasks, tokens and keys in SQLite or PostgreSQL,
 //!   with the change log that keeps each server's in-memory token status
 //!   current; [`task`]: the task model.

@@ -338,6 +338,32 @@ impl Collector for ComponentCollector {
             None,
             revision.metric_type(),
         )?)?;
+        // The running (or last) shadow's comparisons, by call, route
+        // (templates, `/token`) and what they came to: small fixed sets.
+        if let Some(shadow) = self.0.shadow_report() {
+            let mut comparisons = encoder.encode_descriptor(
+                "auth_shadow_comparisons",
+                "Requests also decided by the shadowing candidate, by call, route and outcome",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for route in &shadow.routes {
+                for (outcome, count) in route.counts.named() {
+                    ConstCounter::new(count).encode(comparisons.encode_family(&[
+                        ("call", route.call.as_str()),
+                        ("route", route.route.as_str()),
+                        ("outcome", outcome),
+                    ])?)?;
+                }
+            }
+            let running = ConstGauge::new(i64::from(shadow.state == "running"));
+            running.encode(encoder.encode_descriptor(
+                "auth_shadow_running",
+                "1 while a candidate shadows the active policy",
+                None,
+                running.metric_type(),
+            )?)?;
+        }
         let degraded = ConstGauge::new(i64::from(status.degraded));
         degraded.encode(encoder.encode_descriptor(
             "auth_component_degraded",

@@ -12,8 +12,11 @@
 //!   policy on refusal. Only a new deployment is acted on: a component the
 //!   file watch, `SIGHUP` or `auth reload` brings in serves on this replica
 //!   until the next deployment.
+//! - A shadow (`taskflow auth shadow`) is followed the same way: a new
+//!   one is loaded (with the same checks) and shadows the active policy; a
+//!   stop or promotion ends it.
 //! - A heartbeat records this replica's state every [`HEARTBEAT`], and at
-//!   once after each swap or refusal.
+//!   once after each swap or refusal, with the shadow's counts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +27,8 @@ use sha2::{Digest, Sha256};
 use crate::clock::unix_now;
 use crate::policy::{Candidate, Directory, PolicyConfig, PolicyHandle, PolicySettings};
 use crate::storage::{
-    Backend, Database, DeployAction, Desired, NewRevision, POLICY_CHANNEL, ReplicaState, Wakeups,
+    Backend, Database, DeployAction, Desired, NewRevision, POLICY_CHANNEL, ReplicaState,
+    ShadowReplicaRow, Wakeups,
 };
 
 /// How often each replica records its state.
@@ -153,26 +157,65 @@ pub fn follow(policy: PolicyHandle, db: Database, url: String, replica: String, 
         let poll = poll_interval(db.backend());
         let mut wakeups = Wakeups::new(db.backend(), &url, POLICY_CHANNEL);
         let mut seen = seen.seq;
+        let mut shadow_seen = None;
         loop {
             wakeups.wait(poll).await;
-            let desired = match db.desired_revision().await {
-                Ok(Some(desired)) if desired.seq != seen => desired,
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot read the desired revision");
-                    continue;
-                }
-            };
-            match apply(&policy, &db, desired).await {
-                // Tried (swapped, unchanged or refused): not again until
-                // the next deployment.
-                Ok(()) => seen = desired.seq,
-                Err(e) => {
-                    tracing::warn!(revision = desired.revision, error = %e, "cannot read the desired revision; trying again")
-                }
-            }
+            // The desired revision first: a promotion swaps, then stops
+            // the shadow.
+            follow_desired(&policy, &db, &mut seen).await;
+            follow_shadow(&policy, &db, &mut shadow_seen).await;
         }
     });
+}
+
+/// Acts on a deployment newer than `seen`.
+async fn follow_desired(policy: &PolicyHandle, db: &Database, seen: &mut i64) {
+    let desired = match db.desired_revision().await {
+        Ok(Some(desired)) if desired.seq != *seen => desired,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the desired revision");
+            return;
+        }
+    };
+    match apply(policy, db, desired).await {
+        // Tried (swapped, unchanged or refused): not again until
+        // the next deployment.
+        Ok(()) => *seen = desired.seq,
+        Err(e) => {
+            tracing::warn!(revision = desired.revision, error = %e, "cannot read the desired revision; trying again")
+        }
+    }
+}
+
+/// Starts the running shadow if it is not the one `seen` (tried) last, or
+/// stops this replica's when none runs.
+async fn follow_shadow(policy: &PolicyHandle, db: &Database, seen: &mut Option<i64>) {
+    let running = match db.running_shadow().await {
+        Ok(running) => running,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the running shadow");
+            return;
+        }
+    };
+    let wanted = running.as_ref().map(|run| run.seq);
+    if wanted == *seen {
+        return;
+    }
+    match running {
+        None => policy.stop_shadow(),
+        Some(run) => match stored_candidate(db, run.revision).await {
+            // A refusal is logged and reported by the heartbeat.
+            Ok(candidate) => {
+                let _ = policy.start_shadow(run.seq, candidate).await;
+            }
+            Err(e) => {
+                tracing::warn!(revision = run.revision, error = %e, "cannot read the shadow's revision; trying again");
+                return;
+            }
+        },
+    }
+    *seen = wanted;
 }
 
 /// Swaps to the `desired` revision unless it serves already.
@@ -208,6 +251,17 @@ async fn report(policy: &PolicyHandle, db: &Database, replica: &str, started_at:
     };
     if let Err(e) = db.record_replica(&state).await {
         tracing::debug!(error = %e, "cannot record this replica's state");
+    }
+    if let Some(shadow) = policy.shadow_report() {
+        let row = ShadowReplicaRow {
+            replica: replica.to_owned(),
+            shadow_seq: shadow.seq,
+            report: serde_json::to_string(&shadow).unwrap_or_default(),
+            last_seen: now,
+        };
+        if let Err(e) = db.record_shadow_report(&row).await {
+            tracing::debug!(error = %e, "cannot record this replica's shadow counts");
+        }
     }
 }
 

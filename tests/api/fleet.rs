@@ -42,13 +42,21 @@ pub struct Fleet {
 impl Fleet {
     /// `count` replicas sharing a database: the test PostgreSQL server's, or one SQLite file.
     pub async fn start(count: usize, trust: bool) -> Self {
+        Self::start_with_env(count, trust, &[]).await
+    }
+
+    /// [`Fleet::start`], with `env` set for the replicas and the CLI.
+    pub async fn start_with_env(count: usize, trust: bool, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let signer = Signer::new();
         let component = dir.path().join("policy.wasm");
         signer.install(&component, &policy_a());
         let mut options = Options {
             component,
-            extra_env: vec![("TASKFLOW_COMPONENT_WATCH_MS".into(), "0".into())],
+            extra_env: std::iter::once(("TASKFLOW_COMPONENT_WATCH_MS", "0"))
+                .chain(env.iter().copied())
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
             ..Options::default()
         };
         if test_postgres().is_none() {

@@ -22,6 +22,8 @@ mod refresh;
 mod revoke;
 mod rollout;
 mod sandbox;
+mod shadow;
+mod shadowing;
 mod signing;
 mod slow_clients;
 mod swap;

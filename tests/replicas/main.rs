@@ -7,10 +7,15 @@ mod fleet;
 #[path = "../api/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+// Only the scenarios that need several replicas or PostgreSQL run here.
+#[path = "../api/shadowing.rs"]
+#[allow(dead_code)]
+mod shadowing;
 
 mod outage;
 mod proxy;
 mod rollout;
+mod shadow;
 mod token_status;
 mod two_replicas;
 

@@ -51,6 +51,11 @@ pub async fn auth(data_dir: &Path, command: &AuthCommand) -> anyhow::Result<()> 
             )
             .await
         }
+        AuthCommand::Shadow(args) => super::shadow::shadow(data_dir, args).await,
+        AuthCommand::Promote { settings } => {
+            super::shadow::promote(&open_existing_database(data_dir, &settings.storage).await?)
+                .await
+        }
     }
 }
 
@@ -80,6 +85,35 @@ async fn deploy(
     signature: Option<&Path>,
     note: &str,
 ) -> anyhow::Result<()> {
+    let (component, signature, sha256) = read_candidate(trust, file, signature, "deployed")?;
+    let desired = db
+        .deploy_revision(
+            &NewRevision {
+                component: &component,
+                sha256: &sha256,
+                signature: signature.as_deref(),
+                note,
+            },
+            DeployAction::Deploy,
+            unix_now(),
+        )
+        .await?;
+    println!(
+        "revision {} (sha256 {sha256}) is now desired; `taskflow auth status` shows the replicas taking it over",
+        desired.revision
+    );
+    Ok(())
+}
+
+/// A component file, its signature (FILE.minisig or `signature`) and its
+/// SHA-256, refused (`not {what}`) when trust is configured here and the
+/// signature does not verify.
+pub(super) fn read_candidate(
+    trust: Option<&TrustedKeys>,
+    file: &Path,
+    signature: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<(Vec<u8>, Option<String>, String)> {
     let component = std::fs::read(file)
         .with_context(|| format!("cannot read the component {}", file.display()))?;
     let signature = match signature {
@@ -99,7 +133,7 @@ async fn deploy(
             .verify(&component, signature.as_deref())
             .with_context(|| {
                 format!(
-                    "{}: not deployed: its signature is refused by {}",
+                    "{}: not {what}: its signature is refused by {}",
                     file.display(),
                     trust.path().display()
                 )
@@ -112,23 +146,7 @@ async fn deploy(
         );
     }
     let sha256 = hex::encode(Sha256::digest(&component));
-    let desired = db
-        .deploy_revision(
-            &NewRevision {
-                component: &component,
-                sha256: &sha256,
-                signature: signature.as_deref(),
-                note,
-            },
-            DeployAction::Deploy,
-            unix_now(),
-        )
-        .await?;
-    println!(
-        "revision {} (sha256 {sha256}) is now desired; `taskflow auth status` shows the replicas taking it over",
-        desired.revision
-    );
-    Ok(())
+    Ok((component, signature, sha256))
 }
 
 async fn rollback(db: &Database, revision: Option<i64>) -> anyhow::Result<()> {

@@ -225,6 +225,56 @@ pub enum AuthCommand {
         #[command(flatten, next_help_heading = "Admin")]
         admin: AdminArgs,
     },
+    /// Try a candidate on the live traffic of every replica without it
+    /// answering anyone: `shadow FILE|REVISION` starts, `shadow status`
+    /// shows how often it agreed, `shadow stop` ends it.
+    Shadow(ShadowArgs),
+    /// Make the shadowing candidate the desired revision on every replica,
+    /// and end the shadow.
+    Promote {
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
+}
+
+/// `taskflow auth shadow ...`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ShadowArgs {
+    #[command(subcommand)]
+    pub command: Option<ShadowCommand>,
+    /// The candidate: a component file (stored as a new revision, with
+    /// FILE.minisig), or a stored revision's number.
+    #[arg(required = true, value_name = "FILE|REVISION")]
+    pub candidate: Option<String>,
+    /// The file's detached minisign signature [default: FILE.minisig, if present].
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+    /// What the stored revision is, for `auth history`.
+    #[arg(long, default_value = "")]
+    pub note: String,
+    #[command(flatten, next_help_heading = "Storage")]
+    pub storage: StorageArgs,
+    #[command(flatten, next_help_heading = "Sandbox")]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShadowCommand {
+    /// End the shadow on every replica.
+    Stop {
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
+    /// Show the shadow and, per replica, how its decisions compared with
+    /// the active policy's, and the most recent disagreements.
+    Status {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -377,6 +427,27 @@ impl Command {
                 admin: Some(admin),
                 ..Given::default()
             },
+            Command::Auth(AuthCommand::Shadow(ShadowArgs {
+                command: None,
+                storage,
+                trust,
+                ..
+            })) => Given {
+                storage: Some(storage),
+                trust: Some(trust),
+                ..Given::default()
+            },
+            Command::Auth(
+                AuthCommand::Shadow(ShadowArgs {
+                    command:
+                        Some(
+                            ShadowCommand::Stop { settings }
+                            | ShadowCommand::Status { settings, .. },
+                        ),
+                    ..
+                })
+                | AuthCommand::Promote { settings },
+            ) => settings.given(),
             Command::User(UserCommand::Unlock {
                 settings, admin, ..
             }) => Given {
@@ -469,6 +540,8 @@ mod tests {
             ("auth history", DATABASE),
             ("auth rollback", DATABASE),
             ("auth reload", &["admin"]),
+            ("auth shadow", &["storage", "trust"]),
+            ("auth promote", DATABASE),
         ]
     }
 

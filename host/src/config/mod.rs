@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 pub use cli::{
     AuthCommand, Cli, Command, ConfigCommand, GlobalArgs, KeysCommand, LogFormat, ServeArgs,
-    UserCommand,
+    ShadowArgs, ShadowCommand, UserCommand,
 };
 pub use secret::SecretSource;
 

@@ -49,6 +49,20 @@ pub struct SandboxArgs {
         value_parser = clap::value_parser!(u64).range(0..=60_000)
     )]
     pub decision_cache_ms: u64,
+    /// While a candidate shadows the policy: one password grant in this
+    /// many is also decided by it (0: none), since each costs an argon2
+    /// hash; requests waiting for it are at most --shadow-queue, further
+    /// ones are dropped and counted, never waited for.
+    #[arg(long, env = "TASKFLOW_SHADOW_PASSWORD_SAMPLE", default_value_t = 20)]
+    pub shadow_password_sample: u64,
+    /// Requests waiting for a shadowing candidate at most.
+    #[arg(
+        long,
+        env = "TASKFLOW_SHADOW_QUEUE",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
+    pub shadow_queue: u64,
     /// How often the component file is checked for changes, in milliseconds (0: never).
     #[arg(long, env = "TASKFLOW_COMPONENT_WATCH_MS", default_value_t = 1000)]
     pub component_watch_ms: u64,
@@ -127,6 +141,8 @@ impl SandboxArgs {
                 memory_bytes: self.component_memory_mib << 20,
                 max_instances: self.component_max_instances,
                 decision_cache: Duration::from_millis(self.decision_cache_ms),
+                shadow_queue: self.shadow_queue as usize,
+                shadow_password_sample: self.shadow_password_sample,
                 ..SandboxLimits::default()
             },
             trust: self.trust.keys()?,

@@ -4,10 +4,12 @@
 //! instance reuse, the WIT bindings) lives in [`runtime`]; handlers only ask a
 //! [`PolicyHandle`] for a [`Grant`] or a [`Principal`] and never see a `Store`.
 //! The types here are the host's own: the WIT types are converted once, in
-//! [`runtime`].
+//! [`runtime`]. A candidate may shadow the active policy ([`shadow`]): it
+//! decides the same requests, and only the comparison is kept.
 
 mod decision_cache;
 mod runtime;
+mod shadow;
 mod signature;
 
 use std::collections::BTreeMap;
@@ -16,10 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use sha2::{Digest, Sha256};
 
 pub use runtime::{CallDeadlines, ComponentInfo, LoadError};
+pub use shadow::{Disagreement, RouteCounts, ShadowCounts, ShadowReport};
 pub use signature::{SignatureError, TrustError, TrustedKeys, read_signature, signature_path};
 
 /// A stored user as the policy needs it.
@@ -162,6 +165,12 @@ pub struct SandboxLimits {
     /// How long a Bearer decision is remembered for the same request
     /// (zero: never); see `decision_cache`.
     pub decision_cache: Duration,
+    /// Requests waiting for a shadowing candidate at most; past it they
+    /// are dropped (and counted), never waited for.
+    pub shadow_queue: usize,
+    /// One password grant in this many is shadowed (0: none): each costs
+    /// the candidate an argon2 hash.
+    pub shadow_password_sample: u64,
 }
 
 impl Default for SandboxLimits {
@@ -175,6 +184,8 @@ impl Default for SandboxLimits {
             concurrent_hashes: cores,
             max_instances: 256,
             decision_cache: Duration::from_secs(1),
+            shadow_queue: 1024,
+            shadow_password_sample: 20,
         }
     }
 }
@@ -392,7 +403,7 @@ struct Inner {
     /// What candidates load with; its keys follow [`PolicyHandle::set_signing_keys`].
     settings: Mutex<PolicySettings>,
     users: Arc<dyn Directory>,
-    hashing: tokio::sync::Semaphore,
+    hashing: Arc<tokio::sync::Semaphore>,
     /// One candidate is checked at a time.
     reloading: tokio::sync::Mutex<()>,
     swaps: AtomicU64,
@@ -402,6 +413,12 @@ struct Inner {
     trust: Option<Arc<TrustedKeys>>,
     /// Woken on every swap and refusal, for whoever reports them.
     changed: tokio::sync::Notify,
+    /// The candidate shadowing the active policy, if one does.
+    shadow: ArcSwapOption<shadow::Shadow>,
+    /// The last shadow's report once it stopped or was refused.
+    shadow_ended: Mutex<Option<ShadowReport>>,
+    shadow_queue: usize,
+    shadow_password_sample: u64,
 }
 
 impl PolicyHandle {
@@ -429,8 +446,14 @@ impl PolicyHandle {
             config.limits.clone(),
             config.cache_dir.clone(),
         )?);
-        let first =
-            runtime::PolicyRuntime::load(&sandbox, file, &settings, Arc::clone(&users)).await?;
+        let first = runtime::PolicyRuntime::load(
+            &sandbox,
+            file,
+            &settings,
+            Arc::clone(&users),
+            runtime::Role::Serving,
+        )
+        .await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 active: ArcSwap::new(first),
@@ -438,7 +461,9 @@ impl PolicyHandle {
                 component: config.component.clone(),
                 settings: Mutex::new(settings),
                 users,
-                hashing: tokio::sync::Semaphore::new(config.limits.concurrent_hashes.max(1)),
+                hashing: Arc::new(tokio::sync::Semaphore::new(
+                    config.limits.concurrent_hashes.max(1),
+                )),
                 reloading: tokio::sync::Mutex::new(()),
                 swaps: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
@@ -446,6 +471,10 @@ impl PolicyHandle {
                 refusals: Mutex::new(BTreeMap::new()),
                 trust: config.trust.clone(),
                 changed: tokio::sync::Notify::new(),
+                shadow: ArcSwapOption::empty(),
+                shadow_ended: Mutex::new(None),
+                shadow_queue: config.limits.shadow_queue,
+                shadow_password_sample: config.limits.shadow_password_sample,
             }),
         })
     }
@@ -455,6 +484,9 @@ impl PolicyHandle {
     pub fn set_signing_keys(&self, keys: Vec<SigningKey>) {
         let mut settings = self.inner.lock_settings();
         self.inner.active.load().set_signing_keys(&keys);
+        if let Some(shadow) = self.inner.shadow.load().as_ref() {
+            shadow.runtime().set_signing_keys(&keys);
+        }
         settings.signing_keys = keys;
     }
 
@@ -561,7 +593,13 @@ impl PolicyHandle {
         request: &AccessRequest<'_>,
     ) -> Result<Result<Principal, Denial>, PolicyFailure> {
         let runtime = self.inner.active.load_full();
-        runtime.decide_access(request).await
+        let decision = runtime.decide_access(request).await;
+        // The answer is made: a shadow gets a copy of the request, never a
+        // wait (see `shadow`).
+        if let Some(shadow) = self.inner.shadow.load().as_ref() {
+            shadow.offer_access(request, &decision);
+        }
+        decision
     }
 
     /// Introspection (RFC 7662) of an access token: its claims while it is
@@ -587,11 +625,21 @@ impl PolicyHandle {
             .await
             .map_err(|_| PolicyFailure::Unavailable("shutting down".into()))?;
         let runtime = self.inner.active.load_full();
-        self.inner
+        let shadow = self.inner.shadow.load_full();
+        let sampled = shadow
+            .filter(|s| s.samples_password())
+            .map(|s| (s, username.clone(), password.clone(), scopes.clone()));
+        let grant = self
+            .inner
             .sandbox
             .on_grant_threads(async move { runtime.issue_token(username, password, scopes).await })
             .await
-            .map_err(PolicyFailure::Fault)?
+            .map_err(PolicyFailure::Fault)
+            .and_then(|granted| granted);
+        if let Some((shadow, username, password, scopes)) = sampled {
+            shadow.offer_password(username, password, scopes, &grant);
+        }
+        grant
     }
 
     /// The refresh grant (RFC 6749 §6) for `username`, whose refresh token
@@ -604,7 +652,102 @@ impl PolicyHandle {
         scopes: Option<Vec<String>>,
     ) -> Result<Result<Grant, GrantRefusal>, PolicyFailure> {
         let runtime = self.inner.active.load_full();
-        runtime.refresh_token(username, granted, scopes).await
+        let Some(shadow) = self.inner.shadow.load_full() else {
+            return runtime.refresh_token(username, granted, scopes).await;
+        };
+        let copy = (username.clone(), granted.clone(), scopes.clone());
+        let grant = runtime.refresh_token(username, granted, scopes).await;
+        shadow.offer_refresh(copy.0, copy.1, copy.2, &grant);
+        grant
+    }
+
+    /// Verifies (with trust configured), compiles and self-checks
+    /// `candidate`, which then shadows the active policy as shadow `seq`
+    /// (replacing any other); refused, it reports why and no shadow runs.
+    pub async fn start_shadow(&self, seq: i64, candidate: Candidate) -> Result<(), LoadError> {
+        let _one_at_a_time = self.inner.reloading.lock().await;
+        self.stop_shadow();
+        let revision = candidate.revision;
+        let loaded = async {
+            let file = candidate.verified(self.inner.trust.as_deref())?;
+            let settings = self.inner.lock_settings().clone();
+            runtime::PolicyRuntime::load(
+                &self.inner.sandbox,
+                file,
+                &settings,
+                Arc::clone(&self.inner.users),
+                runtime::Role::Shadow,
+            )
+            .await
+        }
+        .await;
+        let runtime = match loaded {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let reason = refusal_reason(&e);
+                tracing::warn!(reason, error = %e, seq, "shadow candidate refused; no shadow runs");
+                *self.inner.lock_shadow_ended() = Some(ShadowReport::refused(
+                    seq,
+                    revision,
+                    format!("{reason}: {e}"),
+                ));
+                self.inner.changed.notify_waiters();
+                return Err(e);
+            }
+        };
+        {
+            // Keys that changed while it loaded go with it.
+            let settings = self.inner.lock_settings();
+            runtime.set_signing_keys(&settings.signing_keys);
+            let info = runtime.info().clone();
+            self.inner.shadow.store(Some(Arc::new(shadow::Shadow::start(
+                seq,
+                runtime,
+                Arc::clone(&self.inner.sandbox),
+                Arc::clone(&self.inner.hashing),
+                self.inner.shadow_queue,
+                self.inner.shadow_password_sample,
+            ))));
+            tracing::info!(
+                seq, name = %info.name, version = %info.version, sha256 = %info.sha256,
+                revision = ?info.revision, "shadow candidate started"
+            );
+        }
+        *self.inner.lock_shadow_ended() = None;
+        self.inner.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Ends the running shadow, if one runs; its last counts stay in
+    /// [`PolicyHandle::shadow_report`]. Work still queued is finished.
+    pub fn stop_shadow(&self) {
+        if let Some(shadow) = self.inner.shadow.swap(None) {
+            tracing::info!(seq = shadow.seq, "shadow candidate stopped");
+            *self.inner.lock_shadow_ended() = Some(shadow.report("stopped"));
+            self.inner.changed.notify_waiters();
+        }
+    }
+
+    /// The running shadow's counts, or the last one's once it ended.
+    pub fn shadow_report(&self) -> Option<ShadowReport> {
+        match self.inner.shadow.load().as_ref() {
+            Some(shadow) => Some(shadow.report("running")),
+            None => self.inner.lock_shadow_ended().clone(),
+        }
+    }
+
+    /// The shadow this replica runs, or tried last (`None`: none since start
+    /// or since the last stop).
+    pub fn shadow_seq(&self) -> Option<i64> {
+        match self.inner.shadow.load().as_ref() {
+            Some(shadow) => Some(shadow.seq),
+            None => self
+                .inner
+                .lock_shadow_ended()
+                .as_ref()
+                .filter(|r| r.state == "refused")
+                .map(|r| r.seq),
+        }
     }
 
     /// Hashes a new password with the active policy's own scheme.
@@ -627,6 +770,10 @@ impl PolicyHandle {
 impl Inner {
     fn lock_settings(&self) -> std::sync::MutexGuard<'_, PolicySettings> {
         self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_shadow_ended(&self) -> std::sync::MutexGuard<'_, Option<ShadowReport>> {
+        self.shadow_ended.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts and logs what a candidate came to.
@@ -673,9 +820,14 @@ impl Inner {
         }
         let file = candidate.verified(self.trust.as_deref())?;
         let settings = self.lock_settings().clone();
-        let candidate =
-            runtime::PolicyRuntime::load(&self.sandbox, file, &settings, Arc::clone(&self.users))
-                .await?;
+        let candidate = runtime::PolicyRuntime::load(
+            &self.sandbox,
+            file,
+            &settings,
+            Arc::clone(&self.users),
+            runtime::Role::Serving,
+        )
+        .await?;
         let (to, from) = (candidate.info().clone(), current.info());
         {
             // Keys that changed while the candidate loaded go with it.

@@ -73,6 +73,8 @@ pub enum DeployAction {
     Initial,
     Deploy,
     Rollback,
+    /// The shadowed candidate made desired (`taskflow auth promote`).
+    Promote,
 }
 
 impl DeployAction {
@@ -81,6 +83,7 @@ impl DeployAction {
             DeployAction::Initial => "initial",
             DeployAction::Deploy => "deploy",
             DeployAction::Rollback => "rollback",
+            DeployAction::Promote => "promote",
         }
     }
 }
@@ -118,22 +121,25 @@ impl Database {
             tx.commit().await?;
             return Ok(desired);
         }
-        let (revision,): (i64,) = sqlx::query_as(
-            "INSERT INTO policy_revisions (component, sha256, signature, created_at, note)
-             VALUES ($1, $2, $3, $4, $5) RETURNING revision",
-        )
-        .bind(new.component.to_vec())
-        .bind(new.sha256)
-        .bind(new.signature)
-        .bind(now)
-        .bind(new.note)
-        .fetch_one(&mut *tx)
-        .await?;
+        let revision = insert_revision(&mut tx, new, now).await?;
         let desired = self
             .insert_deployment(&mut tx, revision, action, now)
             .await?;
         tx.commit().await?;
         Ok(desired)
+    }
+
+    /// Stores `new` as a revision without making it desired (a shadow's
+    /// candidate); returns its number.
+    pub async fn store_revision(
+        &self,
+        new: &NewRevision<'_>,
+        now: i64,
+    ) -> Result<i64, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let revision = insert_revision(&mut tx, new, now).await?;
+        tx.commit().await?;
+        Ok(revision)
     }
 
     /// Makes the stored `revision` desired again; `None` if there is no such revision.
@@ -159,7 +165,7 @@ impl Database {
         Ok(Some(desired))
     }
 
-    async fn insert_deployment(
+    pub(super) async fn insert_deployment(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         revision: i64,
@@ -175,17 +181,27 @@ impl Database {
         .bind(now)
         .fetch_one(&mut **tx)
         .await?;
+        self.announce_policy_change(tx).await?;
+        Ok(Desired {
+            seq,
+            revision,
+            deployed_at: now,
+        })
+    }
+
+    /// Wakes every replica on PostgreSQL (at commit) to look at the
+    /// desired revision and the shadow; SQLite replicas poll.
+    pub(super) async fn announce_policy_change(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ) -> Result<(), StorageError> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, '')")
                 .bind(POLICY_CHANNEL)
                 .execute(&mut **tx)
                 .await?;
         }
-        Ok(Desired {
-            seq,
-            revision,
-            deployed_at: now,
-        })
+        Ok(())
     }
 
     /// The desired revision, if any was ever deployed.
@@ -293,6 +309,25 @@ impl Database {
             .await?;
         Ok(result.rows_affected())
     }
+}
+
+async fn insert_revision(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    new: &NewRevision<'_>,
+    now: i64,
+) -> Result<i64, StorageError> {
+    let (revision,): (i64,) = sqlx::query_as(
+        "INSERT INTO policy_revisions (component, sha256, signature, created_at, note)
+         VALUES ($1, $2, $3, $4, $5) RETURNING revision",
+    )
+    .bind(new.component.to_vec())
+    .bind(new.sha256)
+    .bind(new.signature)
+    .bind(now)
+    .bind(new.note)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(revision)
 }
 
 async fn desired_in(connection: &mut sqlx::AnyConnection) -> Result<Option<Desired>, StorageError> {

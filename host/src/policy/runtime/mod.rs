@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use sha2::{Digest, Sha256};
-use tokio::sync::SemaphorePermit;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 pub use self::budget::CallDeadlines;
@@ -145,8 +145,25 @@ impl ComponentFile {
     }
 }
 
+/// What a loaded component is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Role {
+    /// It answers requests.
+    Serving,
+    /// It shadows the serving one: its answers are only compared. It takes
+    /// no overrun slot (a call past its normal cost is refused at once), so
+    /// that it never takes the share of the machine the serving policy's
+    /// long calls may have, and its failures are not delayed: no client
+    /// waits for them.
+    Shadow,
+}
+
 /// One loaded, checked policy component and its ready instances.
 pub(super) struct PolicyRuntime {
+    role: Role,
+    /// The overrun slots its calls take, and how many there are.
+    overrun_slots: Arc<Semaphore>,
+    overrun_slot_count: usize,
     sandbox: Arc<Sandbox>,
     pre: PolicyPre,
     env: Arc<HostEnv>,
@@ -171,6 +188,7 @@ impl PolicyRuntime {
         file: ComponentFile,
         settings: &PolicySettings,
         users: Arc<dyn Directory>,
+        role: Role,
     ) -> Result<Arc<Self>, LoadError> {
         let ComponentFile {
             path,
@@ -196,7 +214,17 @@ impl PolicyRuntime {
         let fallback_name = path
             .file_name()
             .map_or_else(|| sha256.clone(), |n| n.to_string_lossy().into_owned());
+        let (overrun_slots, overrun_slot_count) = match role {
+            Role::Serving => (
+                Arc::clone(&sandbox.overrun_slots),
+                sandbox.overrun_slot_count,
+            ),
+            Role::Shadow => (Arc::new(Semaphore::new(0)), 0),
+        };
         let mut runtime = Self {
+            role,
+            overrun_slots,
+            overrun_slot_count,
             sandbox: Arc::clone(sandbox),
             pre,
             env: Arc::new(HostEnv {
@@ -342,7 +370,7 @@ impl PolicyRuntime {
             let outcome = guarded(policy.decide_access(store, &request)).await;
             lease.finish(outcome)
         };
-        convert::access_decision(slow_down_failures(decided.await).await?)
+        convert::access_decision(self.slow_down_failures(decided.await).await?)
     }
 
     /// Introspection of an access token, on the caller's task.
@@ -356,7 +384,7 @@ impl PolicyRuntime {
             let outcome = guarded(policy.introspect(store, token)).await;
             lease.finish(outcome)
         };
-        convert::introspection(slow_down_failures(introspected.await).await?)
+        convert::introspection(self.slow_down_failures(introspected.await).await?)
     }
 
     /// The password grant: argon2, so on a fresh instance (its 19 MiB
@@ -396,7 +424,7 @@ impl PolicyRuntime {
             let outcome = guarded(policy.refresh_token(store, &request)).await;
             lease.finish(outcome)
         };
-        match slow_down_failures(refreshed.await).await? {
+        match self.slow_down_failures(refreshed.await).await? {
             Some(outcome) => convert::grant_outcome(outcome),
             None => Ok(Err(GrantRefusal::UnsupportedGrant)),
         }
@@ -464,10 +492,7 @@ impl PolicyRuntime {
             .instances(32)
             .trap_on_grow_failure(true)
             .build();
-        let clock = CallClock::new(
-            Arc::clone(&self.sandbox.overrun_slots),
-            self.sandbox.overrun_slot_count,
-        );
+        let clock = CallClock::new(Arc::clone(&self.overrun_slots), self.overrun_slot_count);
         let mut store = Store::new(&self.sandbox.engine, StoreState::new(env, limits, clock));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|mut store| store.data_mut().clock.on_tick());
@@ -489,6 +514,23 @@ impl PolicyRuntime {
 
     fn count_fault(&self) {
         self.consecutive_faults.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Delays a faulted call's answer (see [`FAULT_ANSWER_DELAY`]), unless
+    /// it is a shadow's, which no client waits for.
+    async fn slow_down_failures<R>(
+        &self,
+        outcome: Result<R, PolicyFailure>,
+    ) -> Result<R, PolicyFailure> {
+        if self.role == Role::Serving
+            && matches!(
+                outcome,
+                Err(PolicyFailure::Fault(_) | PolicyFailure::Overrun(_))
+            )
+        {
+            tokio::time::sleep(FAULT_ANSWER_DELAY).await;
+        }
+        outcome
     }
 }
 
@@ -551,16 +593,6 @@ impl Lease<'_> {
 /// it is what keeps valid traffic above half its throughput (see
 /// docs/benchmarks.md, hostile neighbours).
 const FAULT_ANSWER_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
-
-async fn slow_down_failures<R>(outcome: Result<R, PolicyFailure>) -> Result<R, PolicyFailure> {
-    if matches!(
-        outcome,
-        Err(PolicyFailure::Fault(_) | PolicyFailure::Overrun(_))
-    ) {
-        tokio::time::sleep(FAULT_ANSWER_DELAY).await;
-    }
-    outcome
-}
 
 /// Runs a call into the component, turning a panic in a host function
 /// into an error: a guest must never turn one into a dropped connection.

@@ -23,6 +23,8 @@ pub(super) struct HostEnv {
     pub(super) users: Arc<dyn Directory>,
     /// Where the component's stdout and stderr go.
     pub(super) output: GuestOutput,
+    /// Argon2 hashes the `primitives` import may compute at once.
+    pub(super) hash_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The data of one instance's `Store`.

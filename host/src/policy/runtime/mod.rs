@@ -8,6 +8,8 @@
 //! - [`budget`]: deadlines per kind of call, and the share of the machine
 //!   that calls running long may take;
 //! - [`pool`]: ready instances kept for reuse;
+//! - [`primitives`]: argon2id and Ed25519, natively, for policies that
+//!   import them;
 //! - [`self_check`]: the check a component passes before it serves;
 //! - [`worlds`]: the WIT worlds (current and older) and their bindings;
 //! - [`convert`]: WIT types to the host's.
@@ -22,6 +24,7 @@ mod engine;
 mod imports;
 mod output;
 mod pool;
+mod primitives;
 mod self_check;
 mod worlds;
 
@@ -171,6 +174,7 @@ impl PolicyRuntime {
                 settings: ArcSwap::from_pointee(convert::settings(settings)),
                 users,
                 output: GuestOutput::new(fallback_name),
+                hash_slots: Arc::clone(&sandbox.hash_slots),
             }),
             pool: InstancePool::new(sandbox.limits.idle_instances),
             consecutive_faults: AtomicU32::new(0),

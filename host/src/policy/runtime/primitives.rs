@@ -19,10 +19,7 @@ use super::worlds::current::taskflow::auth::primitives::Host;
 
 /// Hashes `password` with argon2id and `Argon2::default()`'s parameters
 /// (m=19456, t=2, p=1: `policy-kit`'s), off the calling thread.
-pub(super) async fn argon2id_hash(
-    slots: &Semaphore,
-    password: String,
-) -> Result<String, String> {
+pub(super) async fn argon2id_hash(slots: &Semaphore, password: String) -> Result<String, String> {
     if password.is_empty() {
         return Err("password must not be empty".into());
     }
@@ -123,7 +120,10 @@ mod tests {
     async fn hashes_are_interchangeable_with_policy_kit() {
         let slots = Semaphore::new(1);
         let ours = argon2id_hash(&slots, "correct horse".into()).await.unwrap();
-        assert!(ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{ours}");
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
         assert!(policy_kit::password::matches("correct horse", &ours));
         let theirs = policy_kit::password::hash("battery staple").unwrap();
         assert!(argon2id_verify(&slots, "battery staple".into(), theirs.clone()).await);

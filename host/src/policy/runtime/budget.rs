@@ -55,6 +55,10 @@ pub(super) enum CallKind {
     Password,
 }
 
+/// Memory a decision may allocate above its instance's start, when that
+/// start is large.
+const DECISION_HEADROOM: usize = 8 << 20;
+
 impl CallKind {
     /// Past this, a call of this kind has overrun what it normally costs
     /// (with a wide margin for a loaded machine) and needs an overrun slot.
@@ -66,14 +70,19 @@ impl CallKind {
     }
 
     /// Most memory an instance for calls of this kind may grow to, under
-    /// the sandbox's cap. Decisions run on reused instances that never do
-    /// password work: a few MiB serve them, and a call that allocates
-    /// without bound stops at 16 MiB, a quarter of the work a 64 MiB bomb
-    /// costs.
-    pub(super) fn memory_cap(self, sandbox_cap: usize) -> usize {
+    /// the sandbox's cap, for a component whose fresh instance holds
+    /// `instance_bytes` (0: not known yet). Decisions run on reused
+    /// instances that never do password work: a Rust policy's ~1 MiB
+    /// instance needs a few MiB, and a call that allocates without bound
+    /// stops at 16 MiB, a quarter of the work a 64 MiB bomb costs. An
+    /// interpreter starts bigger (CPython ~13 MiB), so its decisions get
+    /// [`DECISION_HEADROOM`] above its own start instead.
+    pub(super) fn memory_cap(self, sandbox_cap: usize, instance_bytes: usize) -> usize {
         match self {
-            CallKind::Decision | CallKind::Refresh => sandbox_cap.min(16 << 20),
-            CallKind::Password => sandbox_cap,
+            CallKind::Decision | CallKind::Refresh if instance_bytes > 0 => {
+                sandbox_cap.min((16 << 20).max(instance_bytes + DECISION_HEADROOM))
+            }
+            CallKind::Decision | CallKind::Refresh | CallKind::Password => sandbox_cap,
         }
     }
 
@@ -260,6 +269,18 @@ pub(super) fn overrun_slots(cores: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decisions_get_headroom_above_a_heavy_instance_within_the_sandbox_cap() {
+        const MIB: usize = 1 << 20;
+        let decision = CallKind::Decision;
+        assert_eq!(decision.memory_cap(64 * MIB, MIB), 16 * MIB);
+        assert_eq!(decision.memory_cap(64 * MIB, 13 * MIB), 21 * MIB);
+        assert_eq!(decision.memory_cap(16 * MIB, 13 * MIB), 16 * MIB);
+        // Not known yet: the first instance may need all of it to start.
+        assert_eq!(decision.memory_cap(64 * MIB, 0), 64 * MIB);
+        assert_eq!(CallKind::Password.memory_cap(64 * MIB, MIB), 64 * MIB);
+    }
 
     fn clock(slots: usize) -> CallClock {
         CallClock::new(Arc::new(Semaphore::new(slots)), slots)

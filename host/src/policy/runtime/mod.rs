@@ -30,7 +30,7 @@ mod worlds;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
@@ -129,6 +129,8 @@ pub(super) struct PolicyRuntime {
     decisions: Option<DecisionCache>,
     /// Bumped after each change of the signing keys in `env.settings`.
     keys_version: AtomicU64,
+    /// Linear memory of a fresh instance, in bytes (0 until one exists).
+    instance_memory: AtomicUsize,
 }
 
 /// Calls failing in a row before the policy counts as degraded.
@@ -180,6 +182,7 @@ impl PolicyRuntime {
             consecutive_faults: AtomicU32::new(0),
             decisions: DecisionCache::new(sandbox.limits.decision_cache),
             keys_version: AtomicU64::new(0),
+            instance_memory: AtomicUsize::new(0),
             info: ComponentInfo {
                 name: String::new(),
                 version: String::new(),
@@ -202,6 +205,14 @@ impl PolicyRuntime {
         runtime.info.name = info.name;
         runtime.info.version = info.version;
         runtime.info.contract = runtime.pre.world().to_owned();
+        let instance_memory = runtime.instance_memory_bytes();
+        runtime.pool.fit(instance_memory);
+        tracing::info!(
+            component = %runtime.info.name,
+            instance_memory_kib = instance_memory / 1024,
+            idle_instances = runtime.pool.capacity(),
+            "auth component instance size"
+        );
         if runtime.pre.is_legacy() && runtime.pre.has_refresh() {
             tracing::warn!(
                 component = %runtime.info.name,
@@ -251,6 +262,11 @@ impl PolicyRuntime {
         self.keys_version.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Linear memory of a fresh instance, in bytes.
+    pub(super) fn instance_memory_bytes(&self) -> usize {
+        self.instance_memory.load(Ordering::Relaxed)
+    }
+
     pub(super) fn supports_refresh(&self) -> bool {
         self.pre.has_refresh()
     }
@@ -259,8 +275,11 @@ impl PolicyRuntime {
         &self.info
     }
 
+    /// The first call of a loaded component: on a fresh instance, measured
+    /// for the memory caps and the pool, and not kept (its cap was set
+    /// before its size was known).
     async fn info_call(&self) -> Result<wit::PolicyInfo, PolicyFailure> {
-        let mut lease = self.lease(CallKind::Decision, Instances::Pooled).await?;
+        let mut lease = self.lease(CallKind::Decision, Instances::Fresh).await?;
         let (policy, store) = lease.parts();
         let outcome = guarded(policy.info(store)).await;
         lease.finish(outcome)
@@ -432,7 +451,10 @@ impl PolicyRuntime {
         kind: CallKind,
     ) -> Result<ReadyInstance, PolicyFailure> {
         let limits = StoreLimitsBuilder::new()
-            .memory_size(kind.memory_cap(self.sandbox.limits.memory_bytes))
+            .memory_size(kind.memory_cap(
+                self.sandbox.limits.memory_bytes,
+                self.instance_memory_bytes(),
+            ))
             .instances(32)
             .trap_on_grow_failure(true)
             .build();
@@ -452,6 +474,8 @@ impl PolicyRuntime {
             .await
             .map_err(describe_fault)?;
         store.data_mut().clock.finish();
+        self.instance_memory
+            .store(store.data().limits.memory_bytes, Ordering::Relaxed);
         Ok(ReadyInstance {
             store,
             policy,

@@ -243,6 +243,24 @@ def dedup(scopes):
     return [s for i, s in enumerate(scopes) if i == 0 or scopes[i - 1] != s]
 
 
+def narrowed(asked, held, refusal: str):
+    """All of `held` when nothing was asked, else `asked` (repeats dropped)
+    if `held` has all of it; `refusal` names the first scope it lacks."""
+    if asked is None:
+        return list(held)
+    beyond = [s for s in asked if s not in held]
+    if beyond:
+        raise Err(TokenError_InvalidScope(refusal.format(beyond[0])))
+    return dedup(asked)
+
+
+def signing_settings():
+    settings = host.settings()
+    if not settings.signing_keys:
+        raise Err(TokenError_Unavailable("no signing key is configured"))
+    return settings
+
+
 def find_user(username):
     try:
         return host.find_user(username)
@@ -290,36 +308,26 @@ class Policy(exports.Policy):
         if request.username == "" or request.password == "":
             raise Err(TokenError_InvalidRequest("username and password must not be empty"))
         check_asked_scopes(request.scopes)
-        settings = host.settings()
-        if not settings.signing_keys:
-            raise Err(TokenError_Unavailable("no signing key is configured"))
+        settings = signing_settings()
         user = find_user(request.username)
         if user is None:
             primitives.argon2id_verify(request.password, DUMMY_HASH)
             raise Err(TokenError_InvalidGrant())
         if not primitives.argon2id_verify(request.password, user.password_hash):
             raise Err(TokenError_InvalidGrant())
-        granted = list(user.scopes)
-        if request.scopes is not None:
-            lacking = [s for s in request.scopes if s not in user.scopes]
-            if lacking:
-                raise Err(TokenError_InvalidScope(f"scope `{lacking[0]}` is not granted to this user"))
-            granted = dedup(request.scopes)
+        granted = narrowed(request.scopes, user.scopes, "scope `{}` is not granted to this user")
         return mint(settings, user.username, granted, int(time.time()))
 
     def refresh_token(self, request) -> TokenGrant:
         if request.username == "":
             raise Err(TokenError_InvalidRequest("the refresh grant names no user"))
         check_asked_scopes(request.scopes)
-        settings = host.settings()
-        if not settings.signing_keys:
-            raise Err(TokenError_Unavailable("no signing key is configured"))
-        wanted = list(request.granted_scopes)
-        if request.scopes is not None:
-            beyond = [s for s in request.scopes if s not in request.granted_scopes]
-            if beyond:
-                raise Err(TokenError_InvalidScope(f"scope `{beyond[0]}` was not granted to this refresh token"))
-            wanted = dedup(request.scopes)
+        settings = signing_settings()
+        wanted = narrowed(
+            request.scopes,
+            request.granted_scopes,
+            "scope `{}` was not granted to this refresh token",
+        )
         user = find_user(request.username)
         if user is None:
             raise Err(TokenError_InvalidGrant())

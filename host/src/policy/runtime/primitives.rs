@@ -160,6 +160,42 @@ mod tests {
         assert_eq!(seen, (true, true));
     }
 
+    /// A burst of hashes computes at most as many at once as there are
+    /// slots, however many calls ask together.
+    #[test]
+    fn a_burst_of_hashes_holds_to_the_slots() {
+        use std::sync::atomic::AtomicUsize;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        runtime.block_on(async {
+            let slots = Arc::new(Semaphore::new(2));
+            let calls: Vec<_> = (0..16)
+                .map(|_| {
+                    let (slots, running, peak) = (slots.clone(), running.clone(), peak.clone());
+                    tokio::spawn(async move {
+                        off_the_workers(&slots, move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            // Real work, so that the calls overlap if allowed to.
+                            let _ = Argon2::default().hash_password(b"burst");
+                            running.fetch_sub(1, Ordering::SeqCst);
+                        })
+                        .await
+                        .unwrap()
+                    })
+                })
+                .collect();
+            for call in calls {
+                call.await.unwrap();
+            }
+        });
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&peak), "{peak} hashes at once");
+    }
+
     /// Signatures are RFC 8032 Ed25519: they verify with `ed25519-dalek`
     /// directly, and a changed message, signature or key does not verify.
     #[test]

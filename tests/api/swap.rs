@@ -569,3 +569,45 @@ async fn the_python_policy_swaps_in_and_out() {
     );
     assert!(total > 50, "the client loop barely ran ({total} requests)");
 }
+
+/// The host's `primitives` are optional: a policy of the current contract
+/// built before they existed (hashing and signing in the component) loads
+/// and serves, swapped in while serving: logins, Bearer checks, and tokens
+/// and password hashes from the policy that uses them.
+#[tokio::test]
+async fn a_policy_without_the_primitives_import_still_serves() {
+    let (server, policy, _dir) = swappable(0).await;
+    server.add_user("alice", "tasks:read tasks:write");
+    let before = server.token("alice", None).await;
+
+    let without = crate::harness::workspace()
+        .join("tests/components/fixtures/guest-auth-0.4.0-wit-0.3.0.wasm");
+    reload_with(&server, &policy, &std::fs::read(without).unwrap());
+    let health = server.health().await;
+    assert_eq!(health["auth_component"]["version"], "0.4.0");
+    assert_eq!(health["auth_component"]["contract"], "taskflow:auth@0.3.0");
+    assert_eq!(health["auth_component"]["swaps"], 1);
+
+    // A hash made by the host's argon2id checks in the component's own.
+    let after = server.token("alice", None).await;
+    for token in [&before, &after] {
+        assert_eq!(
+            server
+                .call("GET", "/tasks", Some(token), None)
+                .await
+                .status(),
+            200
+        );
+    }
+    server.add_user("bob", "tasks:read");
+    reload_with(&server, &policy, &policy_a());
+    assert_eq!(server.health().await["auth_component"]["swaps"], 2);
+    let bob = server.token("bob", None).await;
+    assert_eq!(
+        server
+            .call("GET", "/users/me", Some(&bob), None)
+            .await
+            .status(),
+        200
+    );
+}

@@ -468,7 +468,7 @@ impl PolicyRuntime {
         store
             .data_mut()
             .clock
-            .start(kind, &self.sandbox.limits.deadlines);
+            .start_instantiation(kind, &self.sandbox.limits.deadlines);
         store.set_epoch_deadline(1);
         let policy = guarded(self.pre.instantiate(&mut store))
             .await

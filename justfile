@@ -23,6 +23,11 @@ component: wasm-target
 components: component
     cargo build --profile component --target wasm32-wasip2 -p guest-admin-delete
 
+# Build the Python policy (guest-python) with componentize-py, pinned, in a
+# virtualenv under target/python-policy: target/python-policy/guest_python.wasm.
+python-policy:
+    scripts/python-policy
+
 # Build the policies and the taskflow host. The host is built with the
 # very selection `just test` builds it with (cargo unifies features per
 # selection, and `-p taskflow` alone resolves them differently, which
@@ -58,7 +63,7 @@ lint: wasm-target
 # host themselves, and every run selects the same targets (`--workspace
 # --lib --bins` and test binaries): cargo unifies features per selection,
 # so this is one build of wasmtime, not one per run.
-test: lint components test-components test-tools
+test: lint components test-components python-policy test-tools
     {{host-build}}
     just test-postgres
 
@@ -69,7 +74,7 @@ test-tools:
 
 # The integration tests on PostgreSQL: installs it from Debian's packages if
 # missing, runs a throwaway server on loopback, stops it afterwards.
-test-postgres: components test-components
+test-postgres: components test-components python-policy
     scripts/with-postgres cargo test --release --workspace --lib --bins --test api --test replicas
 
 # Benchmarks: policy calls vs native code (criterion), the server under wrk,

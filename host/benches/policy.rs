@@ -2,6 +2,10 @@
 //! password hash so that argon2 does not drown the rest) through the policy
 //! component, against the same work done natively with `jsonwebtoken`.
 //!
+//! The same calls through the Python policy (`just python-policy`), its
+//! instance's size, and the host's argon2id and Ed25519 primitives against
+//! the same work compiled into the Rust policy.
+//!
 //! Run with `just bench`; prints a table of ratios measured in this run.
 
 mod common;
@@ -150,15 +154,17 @@ fn main() {
         .unwrap()
         .to_string();
     let cache = tempfile::tempdir().unwrap();
-    let load = |key: SigningKey| {
+    // TASKFLOW_BENCH_COMPONENT compares another build of the policy.
+    let rust_component = std::env::var_os("TASKFLOW_BENCH_COMPONENT").map_or_else(
+        || workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
+        PathBuf::from,
+    );
+    let python_component = workspace().join("target/python-policy/guest_python.wasm");
+    let load_from = |component: &Path, key: SigningKey| {
         runtime
             .block_on(PolicyHandle::load(
                 &PolicyConfig {
-                    // TASKFLOW_BENCH_COMPONENT compares another build of the policy.
-                    component: std::env::var_os("TASKFLOW_BENCH_COMPONENT").map_or_else(
-                        || workspace().join("target/wasm32-wasip2/component/guest_auth.wasm"),
-                        PathBuf::from,
-                    ),
+                    component: component.to_owned(),
                     cache_dir: Some(cache.path().to_owned()),
                     limits: SandboxLimits::default(),
                     trust: None,
@@ -176,8 +182,10 @@ fn main() {
                     scopes: vec!["tasks:read".into()],
                 })),
             ))
-            .expect("load the policy component (run `just build` first)")
+            .expect("load the policy component (run `just build` and `just python-policy` first)")
     };
+    let load = |key: SigningKey| load_from(&rust_component, key);
+    let load_python = |key: SigningKey| load_from(&python_component, key);
     let policy = load(SigningKey {
         kid: kid.clone(),
         algorithm: KeyAlgorithm::Hs256,
@@ -234,6 +242,28 @@ fn main() {
     assert!(ed_native.decide(&ed_valid, "tasks:read"));
     assert!(decide(&ed_policy, &ed_valid));
 
+    // The Python policy, on the same keys and the same user.
+    let py_policy = load_python(SigningKey {
+        kid: kid.clone(),
+        algorithm: KeyAlgorithm::Hs256,
+        secret: SECRET.to_vec(),
+    });
+    let py_ed_policy = load_python(SigningKey {
+        kid: ed_kid.clone(),
+        algorithm: KeyAlgorithm::EdDsa,
+        secret: seed.to_vec(),
+    });
+    let py_grant = runtime
+        .block_on(py_policy.issue_token("bench".into(), PASSWORD.into(), None))
+        .unwrap()
+        .unwrap();
+    assert!(native.decide(&format!("Bearer {}", py_grant.access_token), "tasks:read"));
+    assert!(decide(&py_policy, &valid));
+    assert!(!decide(&py_policy, &bad));
+    assert!(decide(&py_ed_policy, &ed_valid));
+    let rust_kib = policy.instance_memory_bytes() / 1024;
+    let python_kib = py_policy.instance_memory_bytes() / 1024;
+
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
@@ -257,6 +287,25 @@ fn main() {
     group.bench_function("component-bad-signature", |b| {
         b.iter(|| decide(&policy, black_box(&bad)))
     });
+    group.bench_function("python-valid", |b| {
+        b.iter(|| decide(&py_policy, black_box(&valid)))
+    });
+    group.bench_function("python-valid-eddsa", |b| {
+        b.iter(|| decide(&py_ed_policy, black_box(&ed_valid)))
+    });
+    group.bench_function("python-bad-signature", |b| {
+        b.iter(|| decide(&py_policy, black_box(&bad)))
+    });
+    let (signed, signature) = ed_grant.access_token.rsplit_once('.').unwrap();
+    let signature =
+        ed25519_dalek::Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).unwrap()).unwrap();
+    group.bench_function("native-ed25519-verify", |b| {
+        b.iter(|| {
+            public
+                .verify_strict(black_box(signed.as_bytes()), &signature)
+                .is_ok()
+        })
+    });
     group.finish();
     let mut group = c.benchmark_group("issue");
     group.bench_function("native-cheap-hash", |b| {
@@ -267,6 +316,42 @@ fn main() {
             runtime
                 .block_on(policy.issue_token("bench".into(), PASSWORD.into(), None))
                 .unwrap()
+                .unwrap()
+        })
+    });
+    group.bench_function("python-cheap-hash", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(py_policy.issue_token("bench".into(), PASSWORD.into(), None))
+                .unwrap()
+                .unwrap()
+        })
+    });
+    group.finish();
+    // Real password work (argon2id, policy-kit's parameters): natively as
+    // the host's primitive computes it, inside the Rust component, and
+    // through the Python policy, which asks the primitive.
+    let mut group = c.benchmark_group("argon2id");
+    group.sample_size(10);
+    group.bench_function("native-hash", |b| {
+        b.iter(|| {
+            Argon2::default()
+                .hash_password(black_box(PASSWORD.as_bytes()))
+                .unwrap()
+                .to_string()
+        })
+    });
+    group.bench_function("component-hash", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(policy.hash_password(PASSWORD.into()))
+                .unwrap()
+        })
+    });
+    group.bench_function("python-hash", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(py_policy.hash_password(PASSWORD.into()))
                 .unwrap()
         })
     });
@@ -305,7 +390,64 @@ fn main() {
     table.push_str(&format!(
         "\nIn the component, a Bearer decision on an EdDSA token costs {eddsa:.1}× one on an HS256 token (Ed25519 verification against one HMAC).\n"
     ));
+    table.push_str(&python_table(rust_kib, python_kib));
     common::report(&table);
+}
+
+/// The Python policy beside the Rust one, and the host's primitives
+/// against the same work inside the Rust component.
+fn python_table(rust_kib: usize, python_kib: usize) -> String {
+    let us = |group: &str, id: &str| median_ns(group, id) / 1000.0;
+    let ms = |group: &str, id: &str| median_ns(group, id) / 1e6;
+    let mut table = String::from(
+        "\n### The Python policy beside the Rust one (criterion medians)\n\n| | Rust (`guest-auth`) | Python (`guest-python`) | Python / Rust |\n|---|---|---|---|\n",
+    );
+    let mut row = |label: &str, rust: f64, python: f64, unit: &str| {
+        table.push_str(&format!(
+            "| {label} | {rust:.1} {unit} | {python:.1} {unit} | {:.1}× |\n",
+            python / rust
+        ));
+    };
+    for (label, case) in [
+        ("Bearer decision, valid HS256 token", "valid"),
+        ("Bearer decision, valid EdDSA token", "valid-eddsa"),
+        ("Bearer decision, bad signature", "bad-signature"),
+    ] {
+        row(
+            label,
+            us("decide", &format!("component-{case}")),
+            us("decide", &format!("python-{case}")),
+            "µs",
+        );
+    }
+    row(
+        "token issuance, cheap hash (a fresh instance per call)",
+        us("issue", "component-cheap-hash"),
+        us("issue", "python-cheap-hash"),
+        "µs",
+    );
+    row(
+        "hash-password, argon2id m=19456 t=2 p=1",
+        ms("argon2id", "component-hash"),
+        ms("argon2id", "python-hash"),
+        "ms",
+    );
+    row(
+        "memory of a fresh instance",
+        rust_kib as f64 / 1024.0,
+        python_kib as f64 / 1024.0,
+        "MiB",
+    );
+    let ed_in_component = us("decide", "component-valid-eddsa") - us("decide", "component-valid");
+    table.push_str(&format!(
+        "\n### Host primitives against the same work in the Rust component\n\n| work | in the component | native (the host's primitive) | component / native |\n|---|---|---|---|\n| argon2id hash, policy-kit's parameters | {:.1} ms | {:.1} ms | {:.2}× |\n| Ed25519 verification of a token (EdDSA decision less HS256 decision) | {ed_in_component:.1} µs | {:.1} µs | {:.2}× |\n",
+        ms("argon2id", "component-hash"),
+        ms("argon2id", "native-hash"),
+        ms("argon2id", "component-hash") / ms("argon2id", "native-hash"),
+        us("decide", "native-ed25519-verify"),
+        ed_in_component / us("decide", "native-ed25519-verify"),
+    ));
+    table
 }
 
 fn tamper(token: &str) -> String {

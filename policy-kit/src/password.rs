@@ -1,5 +1,11 @@
 //! Password hashing with argon2id, in PHC string form.
+//!
+//! In a component the host computes it, through the `primitives` import:
+//! the same parameters and PHC strings, natively, several times faster than
+//! argon2 compiled to WebAssembly (docs/benchmarks.md). Natively (this
+//! crate's tests, the fuzz targets) the `argon2` crate does.
 
+#[cfg(not(target_arch = "wasm32"))]
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
 /// Checked in place of a real hash when the user does not exist, so that an
@@ -22,15 +28,35 @@ pub fn hash(password: &str) -> Result<String, HashError> {
     if password.is_empty() {
         return Err(HashError::Empty);
     }
+    argon2id_hash(password)
+}
+
+/// Whether `password` matches `stored` (a PHC string). A stored hash that
+/// does not parse never matches.
+pub fn matches(password: &str, stored: &str) -> bool {
+    argon2id_verify(password, stored)
+}
+
+#[cfg(target_arch = "wasm32")]
+fn argon2id_hash(password: &str) -> Result<String, HashError> {
+    crate::bindings::taskflow::auth::primitives::argon2id_hash(password).map_err(HashError::Argon2)
+}
+
+#[cfg(target_arch = "wasm32")]
+fn argon2id_verify(password: &str, stored: &str) -> bool {
+    crate::bindings::taskflow::auth::primitives::argon2id_verify(password, stored)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn argon2id_hash(password: &str) -> Result<String, HashError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|hash| hash.to_string())
         .map_err(|e| HashError::Argon2(e.to_string()))
 }
 
-/// Whether `password` matches `stored` (a PHC string). A stored hash that
-/// does not parse never matches.
-pub fn matches(password: &str, stored: &str) -> bool {
+#[cfg(not(target_arch = "wasm32"))]
+fn argon2id_verify(password: &str, stored: &str) -> bool {
     Argon2::default()
         .verify_password(password.as_bytes(), stored)
         .is_ok()

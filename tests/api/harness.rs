@@ -478,3 +478,67 @@ pub fn minisig(path: &Path) -> PathBuf {
     name.push(".minisig");
     PathBuf::from(name)
 }
+
+/// A policy under test: the shared policy tests run against each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// `guest-auth`, in Rust on `policy-kit`.
+    Rust,
+    /// `guest-python`, in Python (componentize-py), on the host's primitives.
+    Python,
+}
+
+impl Policy {
+    /// The component file (`just components` / `just python-policy` build them).
+    pub fn component(self) -> PathBuf {
+        match self {
+            Policy::Rust => component_path(),
+            Policy::Python => python_component(),
+        }
+    }
+
+    /// Server options that load this policy.
+    pub fn options(self) -> Options {
+        Options {
+            component: self.component(),
+            ..Options::default()
+        }
+    }
+}
+
+/// The Python policy `just python-policy` builds.
+pub fn python_component() -> PathBuf {
+    let path = workspace().join("target/python-policy/guest_python.wasm");
+    assert!(
+        path.exists(),
+        "component {} is missing: run `just python-policy` first",
+        path.display()
+    );
+    path
+}
+
+impl TestServer {
+    /// A server loading `policy`, otherwise with the defaults.
+    pub async fn start_policy(policy: Policy) -> Self {
+        Self::start_with(policy.options()).await
+    }
+}
+
+/// Runs each named `async fn(Policy)` as a test per policy under test:
+/// `NAME::rust` and `NAME::python`.
+#[macro_export]
+macro_rules! policy_tests {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn rust() {
+                super::$name($crate::harness::Policy::Rust).await
+            }
+
+            #[tokio::test]
+            async fn python() {
+                super::$name($crate::harness::Policy::Python).await
+            }
+        }
+    )+};
+}

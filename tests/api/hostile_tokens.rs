@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
-use crate::harness::{SECRET, TestServer, assert_error, claims, kid_of, mint, now};
+use crate::harness::{Policy, SECRET, TestServer, assert_error, claims, kid_of, mint, now};
 
 const INVALID: &str = "Bearer realm=\"taskflow\", error=\"invalid_token\"";
 
@@ -36,9 +36,8 @@ fn flip(token: &str, index: usize) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-#[tokio::test]
-async fn forged_and_confused_tokens_are_refused() {
-    let server = TestServer::start().await;
+async fn forged_and_confused_tokens_are_refused(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read tasks:write");
     let good = server.token("alice", None).await;
     let kid = kid_of(&good);
@@ -251,3 +250,5 @@ async fn forged_and_confused_tokens_are_refused() {
         200
     );
 }
+
+crate::policy_tests!(forged_and_confused_tokens_are_refused,);

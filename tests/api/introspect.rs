@@ -4,7 +4,9 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::harness::{SECRET, TestServer, assert_error, claims, kid_of, mint, now, urlencode};
+use crate::harness::{
+    Policy, SECRET, TestServer, assert_error, claims, kid_of, mint, now, urlencode,
+};
 
 /// A token of a user that holds `tokens:introspect` (added once per server).
 pub async fn introspector(server: &TestServer) -> String {
@@ -65,9 +67,8 @@ const INACTIVE: &str = r#"{"active":false}"#;
 
 /// Without a Bearer token 401, with one lacking `tokens:introspect` 403,
 /// both before the form is read; a malformed form is `invalid_request`.
-#[tokio::test]
-async fn introspection_needs_a_token_with_its_scope() {
-    let server = TestServer::start().await;
+async fn introspection_needs_a_token_with_its_scope(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read");
     let alice = server.token("alice", None).await;
     assert_error(
@@ -113,9 +114,8 @@ async fn introspection_needs_a_token_with_its_scope() {
 
 /// An active access token answers its claims; its scope is what the user
 /// still holds, as for a Bearer check.
-#[tokio::test]
-async fn an_active_access_token_answers_its_claims() {
-    let server = TestServer::start().await;
+async fn an_active_access_token_answers_its_claims(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read tasks:write");
     let bearer = introspector(&server).await;
     let token = server.token("alice", Some("tasks:read")).await;
@@ -157,9 +157,8 @@ async fn an_active_access_token_answers_its_claims() {
 
 /// Expired, revoked, forged, garbage, of a removed user: each exactly
 /// `{"active":false}`, whatever the reason.
-#[tokio::test]
-async fn inactive_access_tokens_answer_nothing_else() {
-    let server = TestServer::start().await;
+async fn inactive_access_tokens_answer_nothing_else(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read");
     server.add_user("bob", "tasks:read");
     let bearer = introspector(&server).await;
@@ -206,9 +205,8 @@ async fn inactive_access_tokens_answer_nothing_else() {
 /// A refresh token is active until used: it answers its user, grant and
 /// expiry, never the token; once used (spent) it is inactive, and its
 /// successor active.
-#[tokio::test]
-async fn a_refresh_token_is_active_until_spent() {
-    let server = TestServer::start().await;
+async fn a_refresh_token_is_active_until_spent(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read tasks:write");
     let bearer = introspector(&server).await;
     let login = format!(
@@ -247,3 +245,10 @@ async fn a_refresh_token_is_active_until_spent() {
     let revoked = introspect(&server, &bearer, &second).await;
     assert_eq!(revoked.text().await.unwrap(), INACTIVE);
 }
+
+crate::policy_tests!(
+    introspection_needs_a_token_with_its_scope,
+    an_active_access_token_answers_its_claims,
+    inactive_access_tokens_answer_nothing_else,
+    a_refresh_token_is_active_until_spent,
+);

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Options, SECRET, TestServer, assert_error, claims, kid_of, mint, run_cli};
+use crate::harness::{
+    Options, Policy, SECRET, TestServer, assert_error, claims, kid_of, mint, run_cli,
+};
 
 fn rotating() -> Options {
     Options {
@@ -40,9 +42,12 @@ where
 
 /// New tokens move to the new key once it activates; tokens of the retired
 /// key verify until they would have expired, then its kid is unknown.
-#[tokio::test]
-async fn rotation_hands_signing_over_and_retires_the_old_key() {
-    let server = TestServer::start_with(rotating()).await;
+async fn rotation_hands_signing_over_and_retires_the_old_key(policy: Policy) {
+    let server = TestServer::start_with(Options {
+        component: policy.component(),
+        ..rotating()
+    })
+    .await;
     server.add_user("alice", "tasks:read");
     let before = server.token("alice", None).await;
     let old_kid = kid_of(&before);
@@ -229,12 +234,15 @@ async fn jwks(server: &TestServer) -> serde_json::Value {
 /// public key is published at `/.well-known/jwks.json` (HS256 keys never
 /// are), and another service verifies TaskFlow's tokens with that alone. An
 /// HS256 token "signed" with the public key is refused.
-#[tokio::test]
-async fn eddsa_keys_sign_and_are_published_as_a_jwks() {
+async fn eddsa_keys_sign_and_are_published_as_a_jwks(policy: Policy) {
     use jsonwebtoken::jwk::JwkSet;
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-    let server = TestServer::start_with(rotating()).await;
+    let server = TestServer::start_with(Options {
+        component: policy.component(),
+        ..rotating()
+    })
+    .await;
     server.add_user("alice", "tasks:read");
     let hs256 = server.token("alice", None).await;
     assert_eq!(
@@ -479,3 +487,8 @@ async fn a_signing_key_of_another_algorithm_is_warned_of_when_it_takes_over() {
     })
     .await;
 }
+
+crate::policy_tests!(
+    rotation_hands_signing_over_and_retires_the_old_key,
+    eddsa_keys_sign_and_are_published_as_a_jwks,
+);

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{SECRET, TestServer, assert_error, claims, kid_of, mint, now};
+use crate::harness::{Policy, SECRET, TestServer, assert_error, claims, kid_of, mint, now};
 
 const NO_CREDENTIALS: &str = "Bearer realm=\"taskflow\"";
 const INVALID_TOKEN: &str =
@@ -24,9 +24,8 @@ fn body_for(method: &str) -> Option<Value> {
 
 /// Without credentials, or with another scheme, every route answers 401
 /// with a bare challenge and `error: unauthorized`.
-#[tokio::test]
-async fn no_credentials_on_every_route() {
-    let server = TestServer::start().await;
+async fn no_credentials_on_every_route(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     for (method, path, _) in ROUTES {
         let response = server.call(method, path, None, body_for(method)).await;
         let body = assert_error(response, 401, "unauthorized", Some(NO_CREDENTIALS)).await;
@@ -44,9 +43,8 @@ async fn no_credentials_on_every_route() {
 }
 
 /// Bad tokens of every kind get 401 `invalid_token` on every route.
-#[tokio::test]
-async fn bad_tokens_on_every_route() {
-    let server = TestServer::start().await;
+async fn bad_tokens_on_every_route(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read tasks:write");
     let kid = kid_of(&server.token("alice", None).await);
     let all = "tasks:read tasks:write";
@@ -101,9 +99,8 @@ async fn bad_tokens_on_every_route() {
 }
 
 /// A valid token without the route's scope gets 403 naming the scope.
-#[tokio::test]
-async fn insufficient_scope_on_every_scoped_route() {
-    let server = TestServer::start().await;
+async fn insufficient_scope_on_every_scoped_route(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("nobody", "");
     let token = server.token("nobody", None).await;
     for (method, path, scope) in ROUTES {
@@ -124,9 +121,8 @@ async fn insufficient_scope_on_every_scoped_route() {
 }
 
 /// The scheme name is case-insensitive.
-#[tokio::test]
-async fn bearer_scheme_is_case_insensitive() {
-    let server = TestServer::start().await;
+async fn bearer_scheme_is_case_insensitive(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read");
     let token = server.token("alice", None).await;
     for scheme in ["bearer", "BEARER", "Bearer"] {
@@ -142,9 +138,8 @@ async fn bearer_scheme_is_case_insensitive() {
 }
 
 /// Authentication comes before the body: a bad body without a token is a 401.
-#[tokio::test]
-async fn authentication_precedes_the_body() {
-    let server = TestServer::start().await;
+async fn authentication_precedes_the_body(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     let not_json = server
         .client
         .post(server.url("/tasks"))
@@ -165,3 +160,11 @@ async fn authentication_precedes_the_body() {
         .unwrap();
     assert_eq!(forbidden.status(), 403);
 }
+
+crate::policy_tests!(
+    no_credentials_on_every_route,
+    bad_tokens_on_every_route,
+    insufficient_scope_on_every_scoped_route,
+    bearer_scheme_is_case_insensitive,
+    authentication_precedes_the_body,
+);

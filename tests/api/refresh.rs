@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Options, PASSWORD, TestServer, assert_error, urlencode};
+use crate::harness::{Options, PASSWORD, Policy, TestServer, assert_error, urlencode};
 
 /// Logs `user` in; the access token and the refresh token.
 async fn login(server: &TestServer, user: &str, scope: Option<&str>) -> (String, String) {
@@ -49,9 +49,8 @@ async fn me(server: &TestServer, access: &str) -> u16 {
         .as_u16()
 }
 
-#[tokio::test]
-async fn a_refresh_token_gives_a_new_access_token_and_its_successor() {
-    let server = TestServer::start().await;
+async fn a_refresh_token_gives_a_new_access_token_and_its_successor(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read tasks:write");
     let (first_access, first) = login(&server, "alice", None).await;
     assert_eq!(first.len(), 43, "256 random bits, base64url");
@@ -100,9 +99,8 @@ async fn a_refresh_token_gives_a_new_access_token_and_its_successor() {
 /// A refresh token used twice was stolen or replayed: every token of its
 /// family stops working, the legitimate client's successor included, and so
 /// do the access tokens issued with them; other logins are untouched.
-#[tokio::test]
-async fn reusing_a_refresh_token_revokes_its_family() {
-    let server = TestServer::start().await;
+async fn reusing_a_refresh_token_revokes_its_family(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read");
     let (first_access, first) = login(&server, "alice", None).await;
     let (other_access, other_login) = login(&server, "alice", None).await;
@@ -199,9 +197,8 @@ async fn concurrent_uses_of_one_token_let_one_through_at_most() {
 
 /// §6: a refresh may narrow the scopes, never widen them past the login's,
 /// and a refused refresh does not use the token up.
-#[tokio::test]
-async fn refresh_scopes_narrow_but_never_widen() {
-    let server = TestServer::start().await;
+async fn refresh_scopes_narrow_but_never_widen(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read tasks:write");
     let (_, token) = login(&server, "alice", Some("tasks:read")).await;
     let wider = assert_error(
@@ -249,9 +246,8 @@ async fn refresh_scopes_narrow_but_never_widen() {
 
 /// `/revoke` with a refresh token, a password change and a removed user all
 /// end the refresh tokens concerned.
-#[tokio::test]
-async fn revocation_password_change_and_removal_end_refresh_tokens() {
-    let server = TestServer::start().await;
+async fn revocation_password_change_and_removal_end_refresh_tokens(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read");
     let (_, revoked) = login(&server, "alice", None).await;
     let (later_access, later) =
@@ -350,11 +346,10 @@ async fn a_login_ends_at_the_refresh_token_max_age() {
 
 /// Refresh tokens expire `--refresh-token-ttl` after their issue, and are
 /// not issued at all with 0.
-#[tokio::test]
-async fn refresh_tokens_expire_and_can_be_turned_off() {
+async fn refresh_tokens_expire_and_can_be_turned_off(policy: Policy) {
     let server = TestServer::start_with(Options {
         extra_env: vec![("TASKFLOW_REFRESH_TOKEN_TTL".into(), "2".into())],
-        ..Options::default()
+        ..policy.options()
     })
     .await;
     server.add_user("alice", "tasks:read");
@@ -370,7 +365,7 @@ async fn refresh_tokens_expire_and_can_be_turned_off() {
 
     let off = TestServer::start_with(Options {
         extra_env: vec![("TASKFLOW_REFRESH_TOKEN_TTL".into(), "0".into())],
-        ..Options::default()
+        ..policy.options()
     })
     .await;
     off.add_user("alice", "tasks:read");
@@ -543,3 +538,11 @@ async fn concurrent_replays_within_the_grace_never_fork_the_family() {
         );
     }
 }
+
+crate::policy_tests!(
+    a_refresh_token_gives_a_new_access_token_and_its_successor,
+    reusing_a_refresh_token_revokes_its_family,
+    refresh_scopes_narrow_but_never_widen,
+    revocation_password_change_and_removal_end_refresh_tokens,
+    refresh_tokens_expire_and_can_be_turned_off,
+);

@@ -2,13 +2,12 @@
 
 use serde_json::Value;
 
-use crate::harness::{SECRET, TestServer, assert_error, claims, mint};
+use crate::harness::{Policy, SECRET, TestServer, assert_error, claims, mint};
 
 /// A revoked token is refused by every check from then on; the user's
 /// other tokens are not affected.
-#[tokio::test]
-async fn a_revoked_token_is_refused_from_then_on() {
-    let server = TestServer::start().await;
+async fn a_revoked_token_is_refused_from_then_on(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read");
     let revoked = server.token("alice", None).await;
     let other = server.token("alice", None).await;
@@ -78,9 +77,8 @@ async fn a_revoked_token_is_refused_from_then_on() {
 
 /// RFC 7009 §2.2: a token that is not valid gets the same 200, and nothing
 /// about the request's shape is guessed.
-#[tokio::test]
-async fn unusable_tokens_and_bad_requests() {
-    let server = TestServer::start().await;
+async fn unusable_tokens_and_bad_requests(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read");
     let mut expired = claims("alice", "tasks:read");
     expired["exp"] = serde_json::json!(crate::harness::now() - 3600);
@@ -123,9 +121,8 @@ async fn unusable_tokens_and_bad_requests() {
 
 /// `taskflow user passwd` revokes every token the user had; the new
 /// password works, the old one does not.
-#[tokio::test]
-async fn a_password_change_revokes_earlier_tokens() {
-    let server = TestServer::start().await;
+async fn a_password_change_revokes_earlier_tokens(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read");
     server.add_user("bob", "tasks:read");
     let earlier = server.token("alice", None).await;
@@ -279,3 +276,9 @@ async fn changes_made_elsewhere_are_refused_within_the_bound() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+crate::policy_tests!(
+    a_revoked_token_is_refused_from_then_on,
+    unusable_tokens_and_bad_requests,
+    a_password_change_revokes_earlier_tokens,
+);

@@ -481,3 +481,133 @@ async fn a_policy_built_for_the_0_2_contract_still_serves_and_introspects() {
         json!({"active": false})
     );
 }
+
+/// The Python policy swaps in and out of a running server like any other:
+/// under a client loop no request fails, a token issued by either policy
+/// is accepted by the other, and a password set while the Python policy
+/// serves (hashed by the host's argon2id) logs in under the Rust one: the
+/// hashes are interchangeable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_python_policy_swaps_in_and_out() {
+    let (server, policy, _dir) = swappable(0).await;
+    server.add_user("alice", "tasks:read tasks:write");
+    server.add_user("bob", "tasks:read");
+    let from_rust = server.token("alice", None).await;
+    let server = Arc::new(server);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let (server, token, stop) = (server.clone(), from_rust.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut sent, mut failures) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) && sent < 20_000 {
+                sent += 1;
+                let response = server.call("GET", "/tasks", Some(&token), None).await;
+                if response.status() != 200 {
+                    failures.push(response.status().as_u16());
+                }
+            }
+            (sent, failures)
+        }));
+    }
+    let swap_to = |bytes: Vec<u8>, name: &'static str| {
+        let (server, policy) = (server.clone(), policy.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            replace_file(&policy, &bytes);
+            let cli = server.clone();
+            let out = tokio::task::spawn_blocking(move || cli.cli(&["auth", "reload"], ""))
+                .await
+                .unwrap();
+            let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(reply["outcome"], "swapped", "{reply}");
+            assert_eq!(server.health().await["auth_component"]["name"], name);
+        }
+    };
+    let bob_login = format!(
+        "grant_type=password&username=bob&password={}",
+        crate::harness::urlencode("a password set in python")
+    );
+
+    swap_to(
+        std::fs::read(crate::harness::python_component()).unwrap(),
+        "guest-python",
+    )
+    .await;
+    let from_python = server.token("alice", None).await;
+    let out = server.cli(&["user", "passwd", "bob"], "a password set in python\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.token_request(&bob_login).await.status(), 200);
+
+    swap_to(policy_a(), "guest-auth").await;
+    assert_eq!(
+        server
+            .call("GET", "/tasks", Some(&from_python), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(server.token_request(&bob_login).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let (mut total, mut failures) = (0, Vec::new());
+    for worker in workers {
+        let (sent, failed) = worker.await.unwrap();
+        total += sent;
+        failures.extend(failed);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed: {failures:?}",
+        failures.len()
+    );
+    assert!(total > 50, "the client loop barely ran ({total} requests)");
+}
+
+/// The host's `primitives` are optional: a policy of the current contract
+/// built before they existed (hashing and signing in the component) loads
+/// and serves, swapped in while serving: logins, Bearer checks, and tokens
+/// and password hashes from the policy that uses them.
+#[tokio::test]
+async fn a_policy_without_the_primitives_import_still_serves() {
+    let (server, policy, _dir) = swappable(0).await;
+    server.add_user("alice", "tasks:read tasks:write");
+    let before = server.token("alice", None).await;
+
+    let without = crate::harness::workspace()
+        .join("tests/components/fixtures/guest-auth-0.4.0-wit-0.3.0.wasm");
+    reload_with(&server, &policy, &std::fs::read(without).unwrap());
+    let health = server.health().await;
+    assert_eq!(health["auth_component"]["version"], "0.4.0");
+    assert_eq!(health["auth_component"]["contract"], "taskflow:auth@0.3.0");
+    assert_eq!(health["auth_component"]["swaps"], 1);
+
+    // A hash made by the host's argon2id checks in the component's own.
+    let after = server.token("alice", None).await;
+    for token in [&before, &after] {
+        assert_eq!(
+            server
+                .call("GET", "/tasks", Some(token), None)
+                .await
+                .status(),
+            200
+        );
+    }
+    server.add_user("bob", "tasks:read");
+    reload_with(&server, &policy, &policy_a());
+    assert_eq!(server.health().await["auth_component"]["swaps"], 2);
+    let bob = server.token("bob", None).await;
+    assert_eq!(
+        server
+            .call("GET", "/users/me", Some(&bob), None)
+            .await
+            .status(),
+        200
+    );
+}

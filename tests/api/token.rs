@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{Options, PASSWORD, TestServer, assert_error, urlencode};
+use crate::harness::{Options, PASSWORD, Policy, TestServer, assert_error, urlencode};
 
 fn grant(user: &str, password: &str) -> String {
     format!(
@@ -13,9 +13,8 @@ fn grant(user: &str, password: &str) -> String {
 
 /// A correct password yields a bearer token with all of the user's scopes,
 /// not cacheable, with the contract's lifetime.
-#[tokio::test]
-async fn password_grant_issues_a_bearer_token() {
-    let server = TestServer::start().await;
+async fn password_grant_issues_a_bearer_token(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read tasks:write");
     let response = server.token_request(&grant("alice", PASSWORD)).await;
     assert_eq!(response.status(), 200);
@@ -40,9 +39,8 @@ async fn password_grant_issues_a_bearer_token() {
 }
 
 /// A blank `scope` counts as none sent: all of the user's scopes.
-#[tokio::test]
-async fn blank_scope_grants_all() {
-    let server = TestServer::start().await;
+async fn blank_scope_grants_all(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read tasks:write");
     let response = server
         .token_request(&format!("{}&scope=", grant("alice", PASSWORD)))
@@ -52,9 +50,8 @@ async fn blank_scope_grants_all() {
 }
 
 /// A `scope` parameter grants exactly the scopes asked for.
-#[tokio::test]
-async fn scope_parameter_narrows_the_grant() {
-    let server = TestServer::start().await;
+async fn scope_parameter_narrows_the_grant(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read tasks:write");
     let response = server
         .token_request(&format!("{}&scope=tasks%3Aread", grant("alice", PASSWORD)))
@@ -87,9 +84,8 @@ async fn scope_parameter_narrows_the_grant() {
 }
 
 /// An unknown user and a wrong password get byte-identical answers.
-#[tokio::test]
-async fn unknown_user_and_wrong_password_are_indistinguishable() {
-    let server = TestServer::start().await;
+async fn unknown_user_and_wrong_password_are_indistinguishable(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read");
     let wrong = server
         .token_request(&grant("alice", "not the password"))
@@ -103,9 +99,8 @@ async fn unknown_user_and_wrong_password_are_indistinguishable() {
 }
 
 /// Each malformed request gets its RFC 6749 §5.2 code.
-#[tokio::test]
-async fn each_error_code() {
-    let server = TestServer::start().await;
+async fn each_error_code(policy: Policy) {
+    let server = TestServer::start_policy(policy).await;
     server.add_user("alice", "tasks:read");
     let ok = grant("alice", PASSWORD);
     let cases = [
@@ -295,3 +290,11 @@ async fn unknown_user_and_wrong_password_take_the_same_time() {
         "unknown user {unknown_median:.4} s vs wrong password {wrong_median:.4} s (ratio {ratio:.2})"
     );
 }
+
+crate::policy_tests!(
+    password_grant_issues_a_bearer_token,
+    blank_scope_grants_all,
+    scope_parameter_narrows_the_grant,
+    unknown_user_and_wrong_password_are_indistinguishable,
+    each_error_code,
+);

@@ -517,6 +517,12 @@ impl PolicyHandle {
         self.inner.active.load().info().clone()
     }
 
+    /// Linear memory of one fresh instance of the active component, in
+    /// bytes: what each idle or running instance costs at least.
+    pub fn instance_memory_bytes(&self) -> usize {
+        self.inner.active.load().instance_memory_bytes()
+    }
+
     /// The active component and the swap counters.
     pub fn status(&self) -> PolicyStatus {
         let active = self.inner.active.load();

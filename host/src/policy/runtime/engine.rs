@@ -26,6 +26,9 @@ pub(in crate::policy) struct Sandbox {
     /// Calls past their normal cost at once; see [`budget`].
     pub(super) overrun_slots: Arc<Semaphore>,
     pub(super) overrun_slot_count: usize,
+    /// Argon2 hashes the `primitives` import computes at once: one per
+    /// password thread, whichever kind of call asks.
+    pub(super) hash_slots: Arc<Semaphore>,
     cache_dir: Option<PathBuf>,
     grants: GrantThreads,
 }
@@ -49,6 +52,7 @@ impl Sandbox {
             running: Semaphore::new(limits.max_instances.max(1)),
             overrun_slots: Arc::new(Semaphore::new(overrun_slot_count)),
             overrun_slot_count,
+            hash_slots: Arc::new(Semaphore::new(limits.concurrent_hashes.max(1))),
             grants: GrantThreads::new(limits.concurrent_hashes.max(1))?,
             limits,
             cache_dir,

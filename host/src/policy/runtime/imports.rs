@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::budget::CallClock;
@@ -23,13 +23,15 @@ pub(super) struct HostEnv {
     pub(super) users: Arc<dyn Directory>,
     /// Where the component's stdout and stderr go.
     pub(super) output: GuestOutput,
+    /// Argon2 hashes the `primitives` import may compute at once.
+    pub(super) hash_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The data of one instance's `Store`.
 pub(super) struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: MeteredLimits,
     pub(super) env: Arc<HostEnv>,
     /// The running call's time and share of the machine.
     pub(super) clock: CallClock,
@@ -49,7 +51,10 @@ impl StoreState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            limits,
+            limits: MeteredLimits {
+                limits,
+                memory_bytes: 0,
+            },
             env,
             clock,
         }
@@ -63,6 +68,60 @@ impl StoreState {
         let result = lookup.await;
         self.clock.add_import_time(started.elapsed());
         result
+    }
+}
+
+/// The store's limits, counting the linear memory its instance holds: how
+/// heavy an instance of a policy is (a few MiB for a Rust policy, more for
+/// an interpreter's heap) decides how many idle ones are kept.
+pub(super) struct MeteredLimits {
+    limits: StoreLimits,
+    /// Linear memory grown so far, in bytes.
+    pub(super) memory_bytes: usize,
+}
+
+impl ResourceLimiter for MeteredLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes += desired.saturating_sub(current);
+        }
+        Ok(allowed)
+    }
+
+    // Delegated too: with `trap_on_grow_failure`, a refused growth traps.
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

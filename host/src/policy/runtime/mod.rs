@@ -8,6 +8,8 @@
 //! - [`budget`]: deadlines per kind of call, and the share of the machine
 //!   that calls running long may take;
 //! - [`pool`]: ready instances kept for reuse;
+//! - [`primitives`]: argon2id and Ed25519, natively, for policies that
+//!   import them;
 //! - [`self_check`]: the check a component passes before it serves;
 //! - [`worlds`]: the WIT worlds (current and older) and their bindings;
 //! - [`convert`]: WIT types to the host's.
@@ -22,12 +24,13 @@ mod engine;
 mod imports;
 mod output;
 mod pool;
+mod primitives;
 mod self_check;
 mod worlds;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
@@ -175,6 +178,8 @@ pub(super) struct PolicyRuntime {
     decisions: Option<DecisionCache>,
     /// Bumped after each change of the signing keys in `env.settings`.
     keys_version: AtomicU64,
+    /// Linear memory of a fresh instance, in bytes (0 until one exists).
+    instance_memory: AtomicUsize,
 }
 
 /// Calls failing in a row before the policy counts as degraded.
@@ -231,11 +236,13 @@ impl PolicyRuntime {
                 settings: ArcSwap::from_pointee(convert::settings(settings)),
                 users,
                 output: GuestOutput::new(fallback_name),
+                hash_slots: Arc::clone(&sandbox.hash_slots),
             }),
             pool: InstancePool::new(sandbox.limits.idle_instances),
             consecutive_faults: AtomicU32::new(0),
             decisions: DecisionCache::new(sandbox.limits.decision_cache),
             keys_version: AtomicU64::new(0),
+            instance_memory: AtomicUsize::new(0),
             info: ComponentInfo {
                 name: String::new(),
                 version: String::new(),
@@ -258,6 +265,14 @@ impl PolicyRuntime {
         runtime.info.name = info.name;
         runtime.info.version = info.version;
         runtime.info.contract = runtime.pre.world().to_owned();
+        let instance_memory = runtime.instance_memory_bytes();
+        runtime.pool.fit(instance_memory);
+        tracing::info!(
+            component = %runtime.info.name,
+            instance_memory_kib = instance_memory / 1024,
+            idle_instances = runtime.pool.capacity(),
+            "auth component instance size"
+        );
         if runtime.pre.is_legacy() && runtime.pre.has_refresh() {
             tracing::warn!(
                 component = %runtime.info.name,
@@ -307,6 +322,11 @@ impl PolicyRuntime {
         self.keys_version.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Linear memory of a fresh instance, in bytes.
+    pub(super) fn instance_memory_bytes(&self) -> usize {
+        self.instance_memory.load(Ordering::Relaxed)
+    }
+
     pub(super) fn supports_refresh(&self) -> bool {
         self.pre.has_refresh()
     }
@@ -315,8 +335,11 @@ impl PolicyRuntime {
         &self.info
     }
 
+    /// The first call of a loaded component: on a fresh instance, measured
+    /// for the memory caps and the pool, and not kept (its cap was set
+    /// before its size was known).
     async fn info_call(&self) -> Result<wit::PolicyInfo, PolicyFailure> {
-        let mut lease = self.lease(CallKind::Decision, Instances::Pooled).await?;
+        let mut lease = self.lease(CallKind::Decision, Instances::Fresh).await?;
         let (policy, store) = lease.parts();
         let outcome = guarded(policy.info(store)).await;
         lease.finish(outcome)
@@ -488,7 +511,10 @@ impl PolicyRuntime {
         kind: CallKind,
     ) -> Result<ReadyInstance, PolicyFailure> {
         let limits = StoreLimitsBuilder::new()
-            .memory_size(kind.memory_cap(self.sandbox.limits.memory_bytes))
+            .memory_size(kind.memory_cap(
+                self.sandbox.limits.memory_bytes,
+                self.instance_memory_bytes(),
+            ))
             .instances(32)
             .trap_on_grow_failure(true)
             .build();
@@ -499,12 +525,14 @@ impl PolicyRuntime {
         store
             .data_mut()
             .clock
-            .start(kind, &self.sandbox.limits.deadlines);
+            .start_instantiation(kind, &self.sandbox.limits.deadlines);
         store.set_epoch_deadline(1);
         let policy = guarded(self.pre.instantiate(&mut store))
             .await
             .map_err(describe_fault)?;
         store.data_mut().clock.finish();
+        self.instance_memory
+            .store(store.data().limits.memory_bytes, Ordering::Relaxed);
         Ok(ReadyInstance {
             store,
             policy,
@@ -540,8 +568,10 @@ enum Instances {
     /// A ready instance from the pool, returned to it afterwards.
     Pooled,
     /// A new instance, dropped afterwards: for password work, which grows
-    /// an instance's memory by argon2's ~19 MiB. Instantiating costs well
-    /// under 0.1 ms next to argon2's ~40 ms, and pooled instances stay small.
+    /// an instance's memory by argon2's ~19 MiB when the policy hashes
+    /// itself (one that asks the host's `primitives` grows nothing).
+    /// Instantiating costs ~0.15 ms (CPython's: ~4 ms) next to argon2's
+    /// tens of milliseconds, and pooled instances stay small.
     Fresh,
 }
 

@@ -40,6 +40,7 @@ impl PolicyRuntime {
                 scopes: vec![SELF_CHECK_SCOPE.to_owned()],
             })),
             output: self.env.output.clone(),
+            hash_slots: Arc::clone(&self.env.hash_slots),
         });
         let mut probe = self
             .instantiate(probe_env, CallKind::Password)

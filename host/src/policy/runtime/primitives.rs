@@ -1,0 +1,216 @@
+//! The optional `primitives` import: argon2id and Ed25519 run natively for
+//! a policy that imports them (a Python policy has neither at a usable
+//! speed). Passwords, seeds and messages are arguments of the one call that
+//! needs them; nothing is kept, logged or put into an error.
+//!
+//! Argon2id takes ~20 ms of CPU, so it never runs on the task that called
+//! it: it goes to tokio's blocking pool, at most one hash per core at once
+//! (a policy could call it from a Bearer decision, on a request's task, as
+//! well as from a grant on the password threads), and the call awaits it.
+
+use std::sync::Arc;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use tokio::sync::Semaphore;
+
+use super::imports::StoreState;
+use super::worlds::current::taskflow::auth::primitives::Host;
+
+/// Hashes `password` with argon2id and `Argon2::default()`'s parameters
+/// (m=19456, t=2, p=1: `policy-kit`'s), off the calling thread.
+pub(super) async fn argon2id_hash(slots: &Semaphore, password: String) -> Result<String, String> {
+    if password.is_empty() {
+        return Err("password must not be empty".into());
+    }
+    off_the_workers(slots, move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|hash| hash.to_string())
+            .map_err(|e| format!("password hashing failed: {e}"))
+    })
+    .await
+    .unwrap_or_else(Err)
+}
+
+/// Whether `password` matches the PHC string `phc`, off the calling thread.
+/// A string that does not parse never matches.
+pub(super) async fn argon2id_verify(slots: &Semaphore, password: String, phc: String) -> bool {
+    off_the_workers(slots, move || {
+        Argon2::default()
+            .verify_password(password.as_bytes(), phc.as_str())
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Runs `work` on tokio's blocking pool once one of `slots` is free.
+/// `Err`: the work could not run (shutting down, or it panicked).
+async fn off_the_workers<T: Send + 'static>(
+    slots: &Semaphore,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let _slot = slots
+        .acquire()
+        .await
+        .map_err(|_| "shutting down".to_owned())?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| "password hashing failed".to_owned())
+}
+
+fn signing_key(seed: &[u8]) -> Result<SigningKey, String> {
+    let seed: &[u8; 32] = seed
+        .try_into()
+        .map_err(|_| format!("an Ed25519 seed has 32 bytes, not {}", seed.len()))?;
+    Ok(SigningKey::from_bytes(seed))
+}
+
+fn ed25519_verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let (Ok(public_key), Ok(signature)) = (
+        <&[u8; 32]>::try_from(public_key),
+        Signature::from_slice(signature),
+    ) else {
+        return false;
+    };
+    VerifyingKey::from_bytes(public_key)
+        .and_then(|key| key.verify_strict(message, &signature))
+        .is_ok()
+}
+
+impl Host for StoreState {
+    async fn argon2id_hash(&mut self, password: String) -> Result<String, String> {
+        let slots = Arc::clone(&self.env.hash_slots);
+        argon2id_hash(&slots, password).await
+    }
+
+    async fn argon2id_verify(&mut self, password: String, phc: String) -> bool {
+        let slots = Arc::clone(&self.env.hash_slots);
+        argon2id_verify(&slots, password, phc).await
+    }
+
+    async fn ed25519_public_key(&mut self, seed: Vec<u8>) -> Result<Vec<u8>, String> {
+        Ok(signing_key(&seed)?.verifying_key().to_bytes().to_vec())
+    }
+
+    async fn ed25519_sign(&mut self, seed: Vec<u8>, message: Vec<u8>) -> Result<Vec<u8>, String> {
+        Ok(signing_key(&seed)?.sign(&message).to_bytes().to_vec())
+    }
+
+    async fn ed25519_verify(
+        &mut self,
+        public_key: Vec<u8>,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> bool {
+        ed25519_verify(&public_key, &message, &signature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// The hashes are `policy-kit`'s: the same parameters, and each verifies
+    /// where the other was made.
+    #[tokio::test]
+    async fn hashes_are_interchangeable_with_policy_kit() {
+        let slots = Semaphore::new(1);
+        let ours = argon2id_hash(&slots, "correct horse".into()).await.unwrap();
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        assert!(policy_kit::password::matches("correct horse", &ours));
+        let theirs = policy_kit::password::hash("battery staple").unwrap();
+        assert!(argon2id_verify(&slots, "battery staple".into(), theirs.clone()).await);
+        assert!(!argon2id_verify(&slots, "battery stapl".into(), theirs).await);
+        assert!(!argon2id_verify(&slots, "x".into(), "not a phc string".into()).await);
+        assert_eq!(
+            argon2id_hash(&slots, String::new()).await,
+            Err("password must not be empty".into())
+        );
+    }
+
+    /// Hashing awaits the blocking pool instead of holding the thread that
+    /// called it: on a one-thread runtime, a task queued after the hashing
+    /// one runs before the hash is done. (Hashed inline, the first poll of
+    /// the hashing task would finish the hash before the other task ran.)
+    #[test]
+    fn hashing_leaves_the_calling_thread_free() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let other_ran = Arc::new(AtomicBool::new(false));
+        let seen = runtime.block_on(async {
+            let slots = Arc::new(Semaphore::new(1));
+            let flag = Arc::clone(&other_ran);
+            let hashing = tokio::spawn(async move {
+                let hash = argon2id_hash(&slots, "pw".into()).await.unwrap();
+                let verified = argon2id_verify(&slots, "pw".into(), hash).await;
+                (verified, flag.load(Ordering::SeqCst))
+            });
+            let flag = Arc::clone(&other_ran);
+            tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+            hashing.await.unwrap()
+        });
+        assert_eq!(seen, (true, true));
+    }
+
+    /// A burst of hashes computes at most as many at once as there are
+    /// slots, however many calls ask together.
+    #[test]
+    fn a_burst_of_hashes_holds_to_the_slots() {
+        use std::sync::atomic::AtomicUsize;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        runtime.block_on(async {
+            let slots = Arc::new(Semaphore::new(2));
+            let calls: Vec<_> = (0..16)
+                .map(|_| {
+                    let (slots, running, peak) = (slots.clone(), running.clone(), peak.clone());
+                    tokio::spawn(async move {
+                        off_the_workers(&slots, move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            // Real work, so that the calls overlap if allowed to.
+                            let _ = Argon2::default().hash_password(b"burst");
+                            running.fetch_sub(1, Ordering::SeqCst);
+                        })
+                        .await
+                        .unwrap()
+                    })
+                })
+                .collect();
+            for call in calls {
+                call.await.unwrap();
+            }
+        });
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&peak), "{peak} hashes at once");
+    }
+
+    /// Signatures are RFC 8032 Ed25519: they verify with `ed25519-dalek`
+    /// directly, and a changed message, signature or key does not verify.
+    #[test]
+    fn ed25519_signs_and_verifies_strictly() {
+        let seed = [7u8; 32];
+        let key = signing_key(&seed).unwrap();
+        let public = key.verifying_key().to_bytes();
+        let signature = key.sign(b"message").to_bytes();
+        assert!(ed25519_verify(&public, b"message", &signature));
+        assert!(!ed25519_verify(&public, b"messagf", &signature));
+        let mut bad = signature;
+        bad[0] ^= 1;
+        assert!(!ed25519_verify(&public, b"message", &bad));
+        assert!(!ed25519_verify(&public[..31], b"message", &signature));
+        assert!(!ed25519_verify(&public, b"message", &signature[..63]));
+        assert!(signing_key(&seed[..31]).is_err());
+    }
+}

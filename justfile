@@ -45,7 +45,7 @@ run: build
     @echo "Add a user (password on stdin):"
     @echo "  echo 'their-password' | ./target/release/taskflow user add alice --scopes 'tasks:read tasks:write'"
     @echo "Get a token:"
-    @echo "  curl -s -d grant_type=password -d username=alice -d password=their-password http://127.0.0.1:8080/token"
+    @echo "  curl -s http://127.0.0.1:8080/token -d grant_type=password --data-urlencode username=alice --data-urlencode password=their-password"
     @echo "Call a protected route:"
     @echo "  curl -s -H \"Authorization: Bearer \$TOKEN\" http://127.0.0.1:8080/tasks"
     @echo
@@ -67,7 +67,7 @@ test: lint components test-components python-policy test-tools
     {{host-build}}
     just test-postgres
 
-# What the `clients` tests drive: Debian's chromium and chromium-driver, and
+# What the `clients` tests drive: Debian's chromium, chromium-driver and curl, and
 # schemathesis and openapi-spec-validator from PyPI (in target/test-tools).
 test-tools:
     scripts/test-tools

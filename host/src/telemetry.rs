@@ -24,7 +24,12 @@ fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool 
 }
 
 pub fn init(format: LogFormat, serving: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter(serving));
+    // An empty `RUST_LOG` is as good as none.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|directives| !directives.trim().is_empty())
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| default_filter(serving));
     let ansi = colour(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),

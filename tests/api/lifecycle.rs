@@ -231,10 +231,13 @@ async fn short_secret_is_refused() {
 async fn user_cli_works_alongside_the_server() {
     let server = TestServer::start().await;
     server.add_user("alice", "tasks:read tasks:write");
-    let duplicate = server.cli(&["user", "add", "alice"], &format!("{PASSWORD}\n"));
+    let duplicate = server.cli(
+        &["user", "add", "alice", "--scopes", ""],
+        &format!("{PASSWORD}\n"),
+    );
     assert!(!duplicate.status.success());
     assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
-    let empty = server.cli(&["user", "add", "bob"], "\n");
+    let empty = server.cli(&["user", "add", "bob", "--scopes", ""], "\n");
     assert!(!empty.status.success());
     let bad_scope = server.cli(&["user", "add", "bob", "--scopes", "a\"b"], "pw\n");
     assert!(!bad_scope.status.success());

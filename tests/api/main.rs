@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod command_effects;
 mod contention;
 mod credentials;
 mod decision_cache;

@@ -63,7 +63,10 @@ async fn names_that_look_the_same_are_one_account() {
         "\u{ff2a}\u{ff4f}\u{ff53}\u{e9}",          // fullwidth
         "\u{ff2a}\u{ff2f}\u{ff33}\u{ff25}\u{301}", // fullwidth, NFD
     ] {
-        let again = server.cli(&["user", "add", same], &format!("{PASSWORD}\n"));
+        let again = server.cli(
+            &["user", "add", same, "--scopes", ""],
+            &format!("{PASSWORD}\n"),
+        );
         assert!(!again.status.success(), "{same:?} was added");
         assert!(
             stderr(&again).contains("already exists"),
@@ -125,7 +128,10 @@ async fn invisible_and_bidi_characters_are_refused() {
         ("bob\u{202e}gpj.exe", "U+202E"),
         ("bob smith", "U+0020"),
     ] {
-        let out = server.cli(&["user", "add", name], &format!("{PASSWORD}\n"));
+        let out = server.cli(
+            &["user", "add", name, "--scopes", ""],
+            &format!("{PASSWORD}\n"),
+        );
         assert!(!out.status.success(), "{name:?} was added");
         let message = stderr(&out);
         assert!(message.contains(character), "{name:?}: {message}");
@@ -145,7 +151,7 @@ async fn invisible_and_bidi_characters_are_refused() {
 #[tokio::test]
 async fn short_passwords_are_refused() {
     let server = TestServer::start().await;
-    let out = server.cli(&["user", "add", "carol"], "1234567\n");
+    let out = server.cli(&["user", "add", "carol", "--scopes", ""], "1234567\n");
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("at least 8 characters"),
@@ -210,7 +216,10 @@ async fn a_name_stored_before_canonical_names_still_signs_in() {
         listed.starts_with("Legacy\ttasks:read\t# not canonical (RFC 8265)"),
         "{listed}"
     );
-    let taken = server.cli(&["user", "add", "legacy"], &format!("{PASSWORD}\n"));
+    let taken = server.cli(
+        &["user", "add", "legacy", "--scopes", ""],
+        &format!("{PASSWORD}\n"),
+    );
     assert!(!taken.status.success());
     assert!(
         stderr(&taken).contains("user Legacy already exists"),

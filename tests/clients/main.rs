@@ -8,5 +8,6 @@
 mod harness;
 
 mod browser;
+mod readme;
 mod schema;
 mod webdriver;

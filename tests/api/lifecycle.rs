@@ -202,6 +202,10 @@ async fn each_bad_component_is_one_line_naming_the_file_and_the_fix() {
         }
         // Said once, not once per cause.
         assert!(line.matches("os error").count() <= 1, "{what}: {line}");
+        // In words, not in Rust's debug form of a value.
+        for debug in ["Ok(", "Err(", "Some(", " { ", "[\""] {
+            assert!(!line.contains(debug), "{what}: {line}");
+        }
         // On PostgreSQL the database may already name a revision that
         // serves instead of the file, so the file is checked as it loads,
         // after the data directory is made.

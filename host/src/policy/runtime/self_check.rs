@@ -62,7 +62,12 @@ impl PolicyRuntime {
         };
         let (token, token_id) = match issue(&password).await? {
             Ok(grant) => (grant.access_token, grant.token_id),
-            Err(e) => return Err(format!("the probe user's grant was refused: {e:?}")),
+            Err(e) => {
+                return Err(format!(
+                    "the probe user's grant was refused: {}",
+                    token_error(&e)
+                ));
+            }
         };
         if !matches!(issue("wrong").await?, Err(wit::TokenError::InvalidGrant)) {
             return Err("a wrong password was not refused with invalid-grant".into());
@@ -85,7 +90,12 @@ impl PolicyRuntime {
         let refreshed = match refresh(&username).await? {
             None => None,
             Some(Ok(grant)) => Some(grant.access_token),
-            Some(Err(e)) => return Err(format!("the probe user's refresh was refused: {e:?}")),
+            Some(Err(e)) => {
+                return Err(format!(
+                    "the probe user's refresh was refused: {}",
+                    token_error(&e)
+                ));
+            }
         };
         if refreshed.is_some()
             && !matches!(
@@ -112,7 +122,12 @@ impl PolicyRuntime {
         };
         match decide(Some(format!("Bearer {token}"))).await? {
             Ok(principal) if principal.subject == username => {}
-            other => return Err(format!("the probe's own token was not accepted: {other:?}")),
+            other => {
+                return Err(format!(
+                    "the probe's own token was not accepted: {}",
+                    decision(&other, &username)
+                ));
+            }
         }
         if !matches!(
             decide(Some(format!("Bearer {}", tamper(&token)))).await?,
@@ -129,7 +144,8 @@ impl PolicyRuntime {
                 Ok(principal) if principal.subject == username => {}
                 other => {
                     return Err(format!(
-                        "the probe's refreshed token was not accepted: {other:?}"
+                        "the probe's refreshed token was not accepted: {}",
+                        decision(&other, &username)
                     ));
                 }
             }
@@ -146,8 +162,16 @@ impl PolicyRuntime {
         match introspect(token.clone()).await? {
             Ok(Some(claims)) if claims.subject == username && claims.token_id == token_id => {}
             other => {
+                let answer = match other {
+                    Ok(Some(claims)) => format!(
+                        "it answered it active for {:?} with another token id",
+                        claims.subject
+                    ),
+                    Ok(None) => "it answered it inactive".to_owned(),
+                    Err(e) => format!("it failed: {e}"),
+                };
                 return Err(format!(
-                    "introspection did not answer the probe's own token as active: {other:?}"
+                    "introspection did not answer the probe's own token as active: {answer}"
                 ));
             }
         }
@@ -215,4 +239,31 @@ fn tamper(token: &str) -> String {
         *last = if *last == b'A' { b'B' } else { b'A' };
     }
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A grant's refusal in words, for an operator.
+fn token_error(error: &wit::TokenError) -> String {
+    match error {
+        wit::TokenError::InvalidGrant => "invalid-grant (wrong password or unknown user)".into(),
+        wit::TokenError::InvalidScope(scope) => format!("invalid-scope ({scope})"),
+        wit::TokenError::InvalidRequest(why) => format!("invalid-request ({why})"),
+        wit::TokenError::Unavailable(why) => format!("unavailable ({why})"),
+    }
+}
+
+/// A Bearer decision on the probe's token in words: what it was instead of
+/// allowed for `expected`.
+fn decision(outcome: &Result<wit::Principal, wit::AccessDenial>, expected: &str) -> String {
+    match outcome {
+        Ok(principal) => format!(
+            "it was allowed for {:?}, not {expected:?}",
+            principal.subject
+        ),
+        Err(wit::AccessDenial::NoCredentials) => "it was refused as no credentials".into(),
+        Err(wit::AccessDenial::InvalidToken(why)) => format!("it was refused as invalid ({why})"),
+        Err(wit::AccessDenial::InsufficientScope(scopes)) => {
+            format!("it was refused for want of the scopes {}", scopes.join(" "))
+        }
+        Err(wit::AccessDenial::Unavailable(why)) => format!("the policy was unavailable ({why})"),
+    }
 }

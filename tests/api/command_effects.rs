@@ -150,7 +150,7 @@ async fn an_unlocked_user_logs_in_at_once_and_the_limit_still_holds() {
         "five wrong passwords are each checked"
     );
     let right = grant("alice", PASSWORD);
-    assert_eq!(statuses(&server, &[right.clone()]).await, [429]);
+    assert_eq!(statuses(&server, std::slice::from_ref(&right)).await, [429]);
 
     // Any spelling of the name unlocks it, as any spelling counted.
     let out = server.cli(&["user", "unlock", "ALICE"], "");
@@ -160,7 +160,7 @@ async fn an_unlocked_user_logs_in_at_once_and_the_limit_still_holds() {
         "{}",
         stdout(&out)
     );
-    assert_eq!(statuses(&server, &[right.clone()]).await, [200]);
+    assert_eq!(statuses(&server, std::slice::from_ref(&right)).await, [200]);
 
     // Unlocked, the limit holds as before: of a burst of wrong guesses,
     // no more than the limit are checked, every time.
@@ -172,7 +172,7 @@ async fn an_unlocked_user_logs_in_at_once_and_the_limit_still_holds() {
             checked <= 5 && answers.iter().all(|s| matches!(s, 400 | 429 | 503)),
             "round {round}: {answers:?}"
         );
-        assert_eq!(statuses(&server, &[right.clone()]).await, [429]);
+        assert_eq!(statuses(&server, std::slice::from_ref(&right)).await, [429]);
         let out = server.cli(&["user", "unlock", "alice"], "");
         assert!(out.status.success(), "{}", stderr(&out));
     }

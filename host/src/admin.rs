@@ -37,8 +37,13 @@ pub struct AdminReply {
     pub forgotten: Option<u64>,
 }
 
-/// Binds the socket at `path` and serves it in the background.
-pub fn serve(policy: PolicyHandle, logins: Arc<LoginLimiter>, path: PathBuf) -> anyhow::Result<()> {
+/// Binds the socket at `path`; the future returned serves it until
+/// dropped, and its connections end with it.
+pub fn serve(
+    policy: PolicyHandle,
+    logins: Arc<LoginLimiter>,
+    path: PathBuf,
+) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
             bail!(
@@ -52,12 +57,16 @@ pub fn serve(policy: PolicyHandle, logins: Arc<LoginLimiter>, path: PathBuf) -> 
     let listener = UnixListener::bind(&path)
         .with_context(|| format!("cannot bind the admin socket {}", path.display()))?;
     set_private(&path)?;
-    tokio::spawn(async move {
+    Ok(async move {
+        let mut connections = tokio::task::JoinSet::new();
         loop {
-            match listener.accept().await {
+            let accepted = listener.accept().await;
+            // Reaps the finished ones, so the set holds only open connections.
+            while connections.try_join_next().is_some() {}
+            match accepted {
                 Ok((stream, _)) => {
                     let (policy, logins) = (policy.clone(), logins.clone());
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
                         if let Err(e) = answer(stream, &policy, &logins).await {
                             tracing::debug!(error = %e, "admin connection failed");
                         }
@@ -66,8 +75,7 @@ pub fn serve(policy: PolicyHandle, logins: Arc<LoginLimiter>, path: PathBuf) -> 
                 Err(e) => tracing::warn!(error = %e, "admin socket accept failed"),
             }
         }
-    });
-    Ok(())
+    })
 }
 
 fn set_private(path: &Path) -> anyhow::Result<()> {

@@ -4,8 +4,11 @@
 //! - [`config`]: command line, environment and config file: the commands,
 //!   the option groups (one per subsystem) each takes, the settings derived
 //!   from them, and the signing secret.
-//! - [`startup`]: opening storage, loading the policy (after checking, on a
-//!   first start, what can be checked before anything is written), serving.
+//! - [`application`]: the server as a value, built (storage, policy,
+//!   listener) then run until the shutdown it is handed, owning its
+//!   background tasks; [`startup`]: opening storage and loading the policy
+//!   (after checking, on a first start, what can be checked before
+//!   anything is written), and `taskflow serve` with the process's signals.
 //! - [`server`]: connections and their limits; [`app`]: state, router and
 //!   middleware; [`hardening`]: what every request is held to (a deadline
 //!   for its body, its `Host`) and the security headers of every answer;
@@ -43,10 +46,12 @@
 //!
 //! Only what the binary (`main.rs`) and the benchmarks use is public:
 //! [`config`], [`commands`], [`startup`], [`telemetry`], [`report`],
-//! [`policy`] and [`keys`].
+//! [`policy`] and [`keys`], and [`application`], which the integration
+//! tests start in their own process.
 
 mod admin;
 mod app;
+pub mod application;
 mod auth;
 mod clock;
 pub mod commands;

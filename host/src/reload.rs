@@ -11,12 +11,16 @@ use crate::policy::PolicyHandle;
 /// Polls `path` every `interval` and reloads once a change has settled
 /// (two polls alike), so a file still being written is not loaded half-way.
 /// Polling, unlike change notifications, also sees a file replaced by a
-/// rename or on a network filesystem.
-pub fn watch_component(policy: PolicyHandle, path: PathBuf, interval: Duration) {
+/// rename or on a network filesystem. Runs until dropped.
+pub fn watch_component(
+    policy: PolicyHandle,
+    path: PathBuf,
+    interval: Duration,
+) -> impl Future<Output = ()> + Send + 'static {
     // Taken now, not when the task first runs: a change made between the
     // load and the task's first turn would otherwise look like the start.
     let mut seen = fingerprint(&path);
-    tokio::spawn(async move {
+    async move {
         loop {
             tokio::time::sleep(interval).await;
             let now = fingerprint(&path);
@@ -32,7 +36,7 @@ pub fn watch_component(policy: PolicyHandle, path: PathBuf, interval: Duration) 
             tracing::info!(file = %path.display(), "auth component file changed; reloading");
             let _ = policy.reload().await;
         }
-    });
+    }
 }
 
 /// What tells one version of the component file and its signature
@@ -53,16 +57,18 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     Some((metadata.modified().ok()?, metadata.len(), inode))
 }
 
-/// Reloads on every `SIGHUP`.
+/// Reloads on every `SIGHUP`, until dropped. The handler is installed
+/// now, so a SIGHUP sent once this returns is never lost.
 #[cfg(unix)]
-pub fn reload_on_sighup(policy: PolicyHandle) -> std::io::Result<()> {
+pub fn reload_on_sighup(
+    policy: PolicyHandle,
+) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
+    Ok(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP received; reloading the auth component");
             let _ = policy.reload().await;
         }
-    });
-    Ok(())
+    })
 }

@@ -130,20 +130,22 @@ async fn stored_candidate(db: &Database, revision: i64) -> anyhow::Result<Candid
     ))
 }
 
-/// Follows the desired revision and reports this replica's state, in the
-/// background, from the deployment `seen` on.
-pub fn follow(policy: PolicyHandle, db: Database, url: String, replica: String, seen: Desired) {
+/// Follows the desired revision and the running shadow, and reports this
+/// replica's state, from the deployment `seen` on; runs until dropped.
+pub fn follow(
+    policy: PolicyHandle,
+    db: Database,
+    url: String,
+    replica: String,
+    seen: Desired,
+) -> impl Future<Output = ()> + Send + 'static {
     let started_at = unix_now();
-    {
-        let db = db.clone();
-        tokio::spawn(async move {
+    async move {
+        let prune = async {
             let forget_before = started_at - FORGET_AFTER.as_secs() as i64;
             let _ = db.prune_replicas(forget_before).await;
-        });
-    }
-    {
-        let (policy, db) = (policy.clone(), db.clone());
-        tokio::spawn(async move {
+        };
+        let heartbeat = async {
             loop {
                 report(&policy, &db, &replica, started_at).await;
                 tokio::select! {
@@ -151,21 +153,22 @@ pub fn follow(policy: PolicyHandle, db: Database, url: String, replica: String, 
                     () = policy.changed() => {}
                 }
             }
-        });
+        };
+        let deployments = async {
+            let poll = poll_interval(db.backend());
+            let mut wakeups = Wakeups::new(db.backend(), &url, POLICY_CHANNEL);
+            let mut seen = seen.seq;
+            let mut shadow_seen = None;
+            loop {
+                wakeups.wait(poll).await;
+                // The desired revision first: a promotion swaps, then stops
+                // the shadow.
+                follow_desired(&policy, &db, &mut seen).await;
+                follow_shadow(&policy, &db, &mut shadow_seen).await;
+            }
+        };
+        tokio::join!(prune, heartbeat, deployments);
     }
-    tokio::spawn(async move {
-        let poll = poll_interval(db.backend());
-        let mut wakeups = Wakeups::new(db.backend(), &url, POLICY_CHANNEL);
-        let mut seen = seen.seq;
-        let mut shadow_seen = None;
-        loop {
-            wakeups.wait(poll).await;
-            // The desired revision first: a promotion swaps, then stops
-            // the shadow.
-            follow_desired(&policy, &db, &mut seen).await;
-            follow_shadow(&policy, &db, &mut shadow_seen).await;
-        }
-    });
 }
 
 /// Acts on a deployment newer than `seen`.

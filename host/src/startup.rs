@@ -1,11 +1,12 @@
-//! Opening storage, loading the policy and serving.
+//! Opening storage, loading the policy, and `taskflow serve`: the
+//! [`Application`] with the process's signals.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::app::{self, AppState};
+use crate::application::Application;
 use crate::commands::NoUsers;
 use crate::config::ServeArgs;
 use crate::config::sandbox::SandboxArgs;
@@ -13,12 +14,10 @@ use crate::config::secret::stand_in_secret;
 use crate::config::storage::StorageArgs;
 use crate::config::tokens::TokenArgs;
 use crate::files;
-use crate::keys::{self, KeyRing};
-use crate::login_limits::LoginLimiter;
+use crate::keys::KeyRing;
 use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
-use crate::routes::metadata::ServerMetadata;
+use crate::rollout;
 use crate::storage::{Database, StoredUser};
-use crate::{admin, reload, rollout, server};
 
 /// Opens a database that exists already, creating nothing (no data
 /// directory, no SQLite file): what commands that read, or change what must
@@ -69,100 +68,16 @@ pub async fn load_policy(
     ))
 }
 
-/// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
+/// `taskflow serve`: builds the [`Application`], announces its address and
+/// serves until SIGINT or SIGTERM, then lets in-flight requests finish.
 pub async fn serve(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<()> {
-    let ServeArgs {
-        listener,
-        storage,
-        tokens,
-        sandbox,
-        limits,
-        admin,
-    } = settings;
-    for removed in storage.removed_settings() {
-        tracing::warn!("{removed}");
-    }
-    let listen = listener.listen;
-    // Refused before anything starts; the default is known once bound.
-    listener.public_url(listen)?;
-    for warning in tokens.warnings() {
-        tracing::warn!("{warning}");
-    }
-    preflight(data_dir, storage, tokens, sandbox).await?;
-    let db = open_database(data_dir, storage).await?;
-    let (started, ring) = load_policy(data_dir, tokens, sandbox, &db).await?;
-    let policy = started.policy;
-    keys::follow(
-        ring,
-        policy.clone(),
-        tokens.key_refresh(),
-        tokens.signing_algorithm,
-    );
-    let (stop_feed, feed_stopped) = tokio::sync::oneshot::channel::<()>();
-    let feed = {
-        let (db, url) = (db.clone(), storage.database_url(data_dir));
-        tokio::spawn(async move {
-            db.follow_changes(&url, async {
-                let _ = feed_stopped.await;
-            })
-            .await;
-        })
-    };
-    let info = policy.info();
-    tracing::info!(
-        component = %info.path.display(),
-        revision = ?info.revision,
-        name = %info.name,
-        version = %info.version,
-        sha256 = %info.sha256,
-        "auth policy loaded"
-    );
-    match policy.trust() {
-        Some(trust) => tracing::info!(
-            trust = %trust.path().display(),
-            keys = trust.len(),
-            "auth components must be signed by a trusted key"
-        ),
-        None => tracing::warn!(
-            "no --component-trust configured: any component file or deployed revision is accepted unsigned; \
-             whoever can write the component file or the database replaces the auth policy"
-        ),
-    }
-    if let Some(signing) = policy.signing_keys().first() {
-        keys::warn_unless_wanted(signing, tokens.signing_algorithm);
-    }
-    let logins = Arc::new(LoginLimiter::for_database(&db, limits.login_limits()));
-    admin::serve(policy.clone(), logins.clone(), admin.socket(data_dir))?;
-    if let Some(interval) = sandbox.component_watch() {
-        reload::watch_component(policy.clone(), sandbox.component(), interval);
-    }
+    let mut application = Application::build(data_dir, settings).await?;
     #[cfg(unix)]
-    reload::reload_on_sighup(policy.clone()).context("cannot handle SIGHUP")?;
-    let socket = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let address = socket.local_addr()?;
-    rollout::follow(
-        policy.clone(),
-        db.clone(),
-        storage.database_url(data_dir),
-        rollout::replica_id(address.port()),
-        started.desired,
-    );
+    application.reload_on_sighup()?;
     let shutdown = shutdown_signal()?;
     // On stdout, for people and for scripts that started us on port 0.
-    println!("taskflow listening on http://{address}");
-    let metadata = ServerMetadata::new(&tokens.issuer, &listener.public_url(address)?);
-    let app = app::router(
-        AppState::new(db, policy, logins, tokens.refresh_lifetime(), metadata),
-        app::HttpLimits {
-            body_timeout: limits.body_timeout(),
-        },
-    );
-    server::serve(socket, app, limits.connection_limits(), shutdown).await;
-    let _ = stop_feed.send(());
-    let _ = feed.await;
-    tracing::info!("shut down");
+    println!("taskflow listening on http://{}", application.address());
+    application.run(shutdown).await?;
     Ok(())
 }
 
@@ -174,7 +89,7 @@ pub async fn serve(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<()> 
 /// database behind. The compiled component is cached only where a cache
 /// directory already exists; on a first start it is compiled again, once,
 /// when the policy loads.
-async fn preflight(
+pub(crate) async fn preflight(
     data_dir: &Path,
     storage: &StorageArgs,
     tokens: &TokenArgs,
@@ -198,14 +113,11 @@ async fn preflight(
     Ok(())
 }
 
-/// How long in-flight requests get to finish after a shutdown signal.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Resolves on the first SIGINT or SIGTERM. The handlers are installed
 /// here, before the server announces itself, so a signal sent right after
 /// the announcement is never lost to the default action.
 #[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -214,26 +126,14 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = interrupt.recv() => {},
             _ = terminate.recv() => {},
         }
-        begin_shutdown();
     })
 }
 
 #[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-        begin_shutdown();
     })
-}
-
-/// In-flight requests get [`SHUTDOWN_GRACE`] to finish.
-fn begin_shutdown() {
-    tracing::info!("shutdown signal received; finishing in-flight requests");
-    tokio::spawn(async {
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-        tracing::warn!("in-flight requests did not finish in time; exiting");
-        std::process::exit(1);
-    });
 }
 
 /// Looks users and revoked tokens up for the policy.

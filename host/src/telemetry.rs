@@ -44,6 +44,20 @@ pub fn init(format: LogFormat, serving: bool) {
     }
 }
 
+/// What `serve` logs, as [`init`] formats it without colour, written to
+/// `file` instead of stderr: for an application that is not alone in its
+/// process, installed as the default of the threads that work for it.
+pub fn to_file(format: LogFormat, file: std::fs::File) -> tracing::Dispatch {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(default_filter(true))
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file));
+    match format {
+        LogFormat::Text => tracing::Dispatch::new(builder.finish()),
+        LogFormat::Json => tracing::Dispatch::new(builder.json().finish()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;

@@ -183,7 +183,7 @@ async fn an_unlocked_user_logs_in_at_once_and_the_limit_still_holds() {
 async fn logs_in_a_file_carry_no_colour_codes() {
     // NO_COLOR set but empty does not ask for plain text (no-color.org):
     // the log is plain because it goes to a file.
-    let mut options = Options::default();
+    let mut options = Options::process();
     options.extra_env.push(("NO_COLOR".into(), String::new()));
     let server = TestServer::start_with(options).await;
     server.add_user("alice", "tasks:read");

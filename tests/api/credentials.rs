@@ -3,12 +3,12 @@
 //! removed account's tokens stay refused when its name is added again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Options, PASSWORD, TestServer, urlencode};
+use crate::harness::{Options, PASSWORD, TestServer, urlencode, wait_for_count};
 use crate::revoke::{PROPAGATION_BOUND, refused_within_bound};
 
 /// Failed logins do not get in the way of these tests.
@@ -113,24 +113,39 @@ async fn logins_racing_a_password_change_leave_nothing_behind() {
     for round in 0..3 {
         let new = format!("new passphrase, round {round}");
         let stop = Arc::new(AtomicBool::new(false));
+        // Logins answered, and those of them begun after the change.
+        let (answered, answered_after) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let changed = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 let (server, stop, old) = (Arc::clone(&server), Arc::clone(&stop), old.clone());
+                let (answered, answered_after, changed) = (
+                    Arc::clone(&answered),
+                    Arc::clone(&answered_after),
+                    Arc::clone(&changed),
+                );
                 tokio::spawn(async move {
                     let mut got = Vec::new();
                     while !stop.load(Ordering::Acquire) {
+                        let after = changed.load(Ordering::Acquire);
                         let (status, tokens) = login(&server, "alice", &old).await;
                         assert!(
                             status == 200 || status == 400,
                             "a login with the old password answered {status}"
                         );
                         got.extend(tokens);
+                        answered.fetch_add(1, Ordering::AcqRel);
+                        if after {
+                            answered_after.fetch_add(1, Ordering::AcqRel);
+                        }
                     }
                     got
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Every worker is logging in when the change is made.
+        wait_for_count(&answered, 4, "logins before the change").await;
         let change = {
             let (server, new) = (Arc::clone(&server), new.clone());
             tokio::task::spawn_blocking(move || {
@@ -138,8 +153,10 @@ async fn logins_racing_a_password_change_leave_nothing_behind() {
             })
         };
         change.await.unwrap();
-        // Logins that began before the change may still be finishing.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        changed.store(true, Ordering::Release);
+        // Logins begun before the change finish after it, while others
+        // begin: some of each before the clients stop.
+        wait_for_count(&answered_after, 4, "logins after the change").await;
         stop.store(true, Ordering::Release);
         let mut issued = Vec::new();
         for worker in workers {

@@ -2,9 +2,10 @@
 //! (`--decision-cache-ms`), and never past a change that could alter them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Options, TestServer, built_component};
+use crate::harness::{Options, TestServer, built_component, wait_for_count};
 
 /// A cache far longer than any test: whatever ends a remembered decision
 /// here is a change, never its age.
@@ -37,8 +38,7 @@ async fn forty_requests(cache_ms: &str) -> usize {
         let answer = server.call("GET", "/tasks", Some(&token), None).await;
         assert_eq!(answer.status(), 200);
     }
-    // The policy's output reaches the log through a pipe: let it drain.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each decision's line is logged while it is made, before its answer.
     decisions_made(&server)
 }
 
@@ -66,10 +66,12 @@ async fn a_remembered_decision_never_outlives_a_revocation() {
     for round in 0..3 {
         let token = server.token("alice", None).await;
         let revoked_at = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let answered = Arc::new(AtomicUsize::new(0));
         let clients: Vec<_> = (0..8)
             .map(|_| {
                 let (server, token, revoked_at) =
                     (Arc::clone(&server), token.clone(), Arc::clone(&revoked_at));
+                let answered = Arc::clone(&answered);
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
                     loop {
@@ -80,6 +82,7 @@ async fn a_remembered_decision_never_outlives_a_revocation() {
                             .status()
                             .as_u16();
                         seen.push((started, status));
+                        answered.fetch_add(1, Ordering::AcqRel);
                         if revoked_at
                             .get()
                             .is_some_and(|at| started > *at + Duration::from_millis(300))
@@ -90,7 +93,8 @@ async fn a_remembered_decision_never_outlives_a_revocation() {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The decision is remembered and in use by every client.
+        wait_for_count(&answered, 16, "answers before the revocation").await;
         assert_eq!(server.revoke(&token).await.status(), 200);
         revoked_at.set(Instant::now()).unwrap();
         let revoked_at = *revoked_at.get().unwrap();

@@ -392,7 +392,7 @@ pub async fn a_replica_falls_back_to_its_file(fleet: &mut Fleet) {
 pub async fn a_stopped_replica_is_shown_stale(fleet: &mut Fleet) {
     wait_for_condition(fleet, "current").await;
     let mut stopped = fleet.replicas.pop().unwrap();
-    stopped.terminate();
+    stopped.stop();
     let started = Instant::now();
     loop {
         let status = fleet.status();

@@ -1,5 +1,12 @@
-//! Starts the real `taskflow` binary with the real policy component on a
-//! fresh data directory and a free loopback port, and talks to it over HTTP.
+//! Starts the real application with the real policy component on a fresh
+//! data directory and a free loopback port, and talks to it over HTTP.
+//!
+//! Most tests run the application in this process ([`Application`], on a
+//! runtime of its own, as the binary runs it), and wait on what it reports
+//! ([`TestServer::wait_until`]) rather than on time. Tests of what only a
+//! process has (signals, exit status, its log, `kill -9`) set
+//! [`Options::process`] and get the real `taskflow` binary. Either way the
+//! CLI the tests run is the binary.
 //!
 //! The database is a SQLite file in the data directory, or, when
 //! `TASKFLOW_TEST_POSTGRES_URL` names a PostgreSQL server (as
@@ -12,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use taskflow::application::{Application, Observer};
 
 /// The secret most tests run with, so they can mint their own tokens.
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
@@ -61,6 +69,9 @@ pub struct Options {
     /// `None`: the server's default, a SQLite file in its data directory.
     pub database_url: Option<String>,
     pub extra_env: Vec<(String, String)>,
+    /// Run the `taskflow` binary rather than the application in this
+    /// process: for signals, exit statuses and the server's log.
+    pub process: bool,
 }
 
 impl Default for Options {
@@ -70,6 +81,17 @@ impl Default for Options {
             component: component_path(),
             database_url: test_postgres().map(|server| fresh_postgres_database(&server)),
             extra_env: Vec::new(),
+            process: false,
+        }
+    }
+}
+
+impl Options {
+    /// These options, run as the `taskflow` binary.
+    pub fn process() -> Self {
+        Self {
+            process: true,
+            ..Self::default()
         }
     }
 }
@@ -111,13 +133,18 @@ pub fn fresh_postgres_database(server_url: &str) -> String {
     format!("{base}/{name}")
 }
 
-/// A running server; killed when dropped.
+/// A running server; stopped when dropped.
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
     pub data: tempfile::TempDir,
     pub options: Options,
-    child: Child,
+    running: Running,
+}
+
+enum Running {
+    Process(Child),
+    InProcess(InProcess),
 }
 
 impl TestServer {
@@ -131,39 +158,115 @@ impl TestServer {
 
     /// Starts a server on `data`, a data directory prepared by the test.
     pub fn start_in(data: tempfile::TempDir, options: Options) -> Self {
-        let mut child = taskflow(data.path(), &options)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(log_file(data.path()))
-            .spawn()
-            .expect("start taskflow");
-        let base = wait_for_address(&mut child, data.path());
+        let (base, running) = if options.process {
+            let mut child = taskflow(data.path(), &options)
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .stdout(Stdio::piped())
+                .stderr(log_file(data.path()))
+                .spawn()
+                .expect("start taskflow");
+            let base = wait_for_address(&mut child, data.path());
+            (base, Running::Process(child))
+        } else {
+            let running = InProcess::start(data.path(), &options);
+            (
+                format!("http://{}", running.address),
+                Running::InProcess(running),
+            )
+        };
         TestServer {
             base,
             client: client(),
             data,
             options,
-            child,
+            running,
         }
     }
 
-    /// Stops the server (SIGTERM, then waits) and starts it again on the same data.
+    /// Stops the server (SIGTERM for the binary), waits for it to finish,
+    /// and starts it again on the same data.
     pub async fn restart(mut self) -> Self {
-        self.terminate();
+        match &mut self.running {
+            Running::Process(_) => {
+                self.terminate();
+            }
+            Running::InProcess(running) => running.stop(),
+        }
         let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
         Self::start_in(data, self.options.clone())
     }
 
+    /// Stops the server as SIGTERM does, and waits until it has.
+    pub fn stop(&mut self) {
+        match &mut self.running {
+            Running::Process(_) => assert!(self.terminate().success()),
+            Running::InProcess(running) => running.stop(),
+        }
+    }
+
+    fn child(&mut self) -> &mut Child {
+        match &mut self.running {
+            Running::Process(child) => child,
+            Running::InProcess(_) => {
+                panic!("this test needs the taskflow binary: start it with Options::process()")
+            }
+        }
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let pid = self.child().id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
+        self.child().wait().unwrap()
     }
 
     /// Waits for the server process to exit by itself.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
+        self.child().wait().unwrap()
+    }
+
+    /// What the in-process application reports (swaps, keys, changes).
+    pub fn observer(&self) -> &Observer {
+        match &self.running {
+            Running::InProcess(running) => &running.observer,
+            Running::Process(_) => panic!("only an in-process server is observed"),
+        }
+    }
+
+    /// Waits (up to 20 s) until `done` holds of the in-process application,
+    /// checked at each swap or refusal and every few milliseconds; panics
+    /// naming `what` otherwise.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&Observer) -> bool) {
+        let observer = self.observer();
+        assert!(
+            observer.wait_until(Duration::from_secs(20), done).await,
+            "timed out waiting for {what}"
+        );
+    }
+
+    /// Waits (up to 20 s) until the active component is `name`, and
+    /// returns `/health`. In process, at the swap itself; the binary's is
+    /// seen only over HTTP, so it is asked every 50 ms.
+    pub async fn wait_for_component(&self, name: &str) -> Value {
+        match &self.running {
+            Running::InProcess(_) => {
+                self.wait_until(&format!("{name} to serve"), |o| {
+                    o.policy_status().active.name == name
+                })
+                .await;
+            }
+            Running::Process(_) => {
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while self.health().await["auth_component"]["name"] != name {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{name} never took over"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        self.health().await
     }
 
     /// Host and port, for raw connections.
@@ -187,7 +290,10 @@ impl TestServer {
 
     /// Sends a signal to the server process.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
+        let Running::Process(child) = &self.running else {
+            panic!("this test signals the server: start it with Options::process()")
+        };
+        let pid = child.id().to_string();
         assert!(
             Command::new("kill")
                 .args([signal, &pid])
@@ -279,9 +385,151 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Running::Process(child) = &mut self.running {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// The application running in this process, on a runtime of its own (two
+/// worker threads, as on the machines it is measured on), so that a test's
+/// own runtime, and a test blocking its thread, do not stand in its way;
+/// its threads log to the data directory's `server.log`.
+struct InProcess {
+    address: std::net::SocketAddr,
+    observer: Observer,
+    runtime: Option<tokio::runtime::Runtime>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stopped: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    /// Holds the signing secret the application reads, 0600.
+    _secret: Option<tempfile::NamedTempFile>,
+}
+
+impl InProcess {
+    fn start(data: &Path, options: &Options) -> Self {
+        let secret = options.secret.as_ref().map(|secret| {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), secret).unwrap();
+            file
+        });
+        let args = serve_arguments(data, options, secret.as_ref().map(|f| f.path()));
+        let loaded = taskflow::config::file::load_from(&args)
+            .unwrap_or_else(|e| panic!("settings {args:?}: {e}"));
+        let taskflow::config::Command::Serve(settings) = loaded.cli.command else {
+            unreachable!("the arguments name serve")
+        };
+        let data_dir = loaded.cli.global.data_dir;
+        // What its threads log goes to its own `server.log`, as the binary's
+        // stderr does.
+        let logs = taskflow::telemetry::to_file(loaded.cli.global.log_format, log_file(data));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .on_thread_start(move || {
+                std::mem::forget(tracing::dispatcher::set_default(&logs));
+            })
+            .enable_all()
+            .build()
+            .unwrap();
+        let (built, built_here) = std::sync::mpsc::channel();
+        let (stop, stop_here) = tokio::sync::oneshot::channel::<()>();
+        let (stopped_here, stopped) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            match Application::build(&data_dir, &settings).await {
+                Ok(application) => {
+                    let _ = built.send(Ok((application.address(), application.observer())));
+                    let _ = application
+                        .run(async {
+                            let _ = stop_here.await;
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    let _ = built.send(Err(taskflow::report::one_line(&e)));
+                }
+            }
+            let _ = stopped_here.send(());
+        });
+        let (address, observer) = match built_here.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(started)) => started,
+            Ok(Err(e)) => panic!("taskflow did not start: {e}"),
+            Err(_) => panic!("taskflow did not start within {START_TIMEOUT:?}"),
+        };
+        Self {
+            address,
+            observer,
+            runtime: Some(runtime),
+            stop: Some(stop),
+            stopped: std::sync::Mutex::new(stopped),
+            _secret: secret,
+        }
+    }
+
+    /// Shuts down as on SIGTERM and waits until it has.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+            let stopped = self.stopped.lock().unwrap();
+            let _ = stopped.recv_timeout(Duration::from_secs(30));
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        // Not waited for: a request of the test's still open would hold
+        // the shutdown for its grace. Dropping a runtime blocks, which a
+        // test's runtime does not allow, so it is shut down in the background.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// `taskflow serve` as the binary would be started with `options`: the
+/// `TASKFLOW_*` variables become the flags they stand for.
+fn serve_arguments(data: &Path, options: &Options, secret_file: Option<&Path>) -> Vec<String> {
+    let mut variables: Vec<(String, String)> = vec![
+        ("TASKFLOW_DATA_DIR".into(), path_text(data)),
+        (
+            "TASKFLOW_AUTH_COMPONENT".into(),
+            path_text(&options.component),
+        ),
+        (
+            "TASKFLOW_COMPONENT_CACHE_DIR".into(),
+            path_text(&cache_dir()),
+        ),
+    ];
+    if let Some(file) = secret_file {
+        variables.push(("TASKFLOW_JWT_SECRET_FILE".into(), path_text(file)));
+    }
+    if let Some(url) = &options.database_url {
+        variables.push(("TASKFLOW_DATABASE_URL".into(), url.clone()));
+    }
+    for (name, value) in &options.extra_env {
+        variables.retain(|(known, _)| known != name);
+        variables.push((name.clone(), value.clone()));
+    }
+    let command = <taskflow::config::Cli as clap::CommandFactory>::command();
+    let serve = command.find_subcommand("serve").unwrap();
+    let mut args = vec!["taskflow".to_owned(), "serve".to_owned()];
+    args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+    for (name, value) in variables {
+        let flag = serve
+            .get_arguments()
+            .chain(command.get_arguments())
+            .find(|arg| arg.get_env().is_some_and(|env| env == name.as_str()))
+            .and_then(|arg| arg.get_long())
+            .unwrap_or_else(|| {
+                panic!("{name} is no setting's variable: run this test with Options::process()")
+            });
+        args.push(format!("--{flag}={value}"));
+    }
+    args
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_owned()
 }
 
 fn taskflow(data: &Path, options: &Options) -> Command {
@@ -362,6 +610,21 @@ pub fn client() -> reqwest::Client {
         .pool_idle_timeout(Duration::from_secs(4))
         .build()
         .unwrap()
+}
+
+/// Waits (up to 20 s) until `counter`, kept by the test's own clients,
+/// reaches `at_least`: for them to have done some work, however fast or
+/// slow the machine is.
+pub async fn wait_for_count(counter: &std::sync::atomic::AtomicUsize, at_least: usize, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while counter.load(std::sync::atomic::Ordering::Acquire) < at_least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {} of {at_least}",
+            counter.load(std::sync::atomic::Ordering::Acquire)
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 pub fn urlencode(s: &str) -> String {

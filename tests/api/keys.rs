@@ -27,17 +27,14 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Polls `check` every 100 ms for up to 15 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until the server's policy signs with `kid` (the key follower
+/// has read the rotation or activation).
+async fn signing_with(server: &TestServer, kid: &str) {
+    server
+        .wait_until(&format!("{kid} signing"), |o| {
+            o.signing_key_ids().first().map(String::as_str) == Some(kid)
+        })
+        .await;
 }
 
 /// New tokens move to the new key once it activates; tokens of the retired
@@ -67,10 +64,8 @@ async fn rotation_hands_signing_over_and_retires_the_old_key(policy: Policy) {
         .to_owned();
     assert_ne!(new_kid, old_kid);
 
-    eventually("signing with the new key", || async {
-        kid_of(&server.token("alice", None).await) == new_kid
-    })
-    .await;
+    signing_with(&server, &new_kid).await;
+    assert_eq!(kid_of(&server.token("alice", None).await), new_kid);
     let after = server.token("alice", None).await;
     assert_eq!(
         server
@@ -99,14 +94,11 @@ async fn rotation_hands_signing_over_and_retires_the_old_key(policy: Policy) {
     );
 
     // Once no token it signed can be valid, the old key verifies nothing.
-    eventually("the retired key being forgotten", || async {
-        server
-            .call("GET", "/tasks", Some(&signed_by_old), None)
-            .await
-            .status()
-            == 401
-    })
-    .await;
+    server
+        .wait_until("the retired key being forgotten", |o| {
+            !o.signing_key_ids().contains(&old_kid)
+        })
+        .await;
     let body = assert_error(
         server
             .call("GET", "/tasks", Some(&signed_by_old), None)
@@ -161,10 +153,8 @@ async fn retiring_the_signing_key_hands_over_to_the_next() {
 
     let retired = server.cli(&["keys", "retire", &kid_of(&first)], "");
     assert!(retired.status.success(), "{}", stderr(&retired));
-    eventually("the second key signing", || async {
-        kid_of(&server.token("alice", None).await) == second
-    })
-    .await;
+    signing_with(&server, &second).await;
+    assert_eq!(kid_of(&server.token("alice", None).await), second);
     // The retired key's tokens are still good.
     assert_eq!(
         server
@@ -262,10 +252,7 @@ async fn eddsa_keys_sign_and_are_published_as_a_jwks(policy: Policy) {
         stdout(&server.cli(&["keys", "list"], "")).contains(&format!("{kid}\tEdDSA\t")),
         "keys list names the algorithm"
     );
-    eventually("signing with the EdDSA key", || async {
-        kid_of(&server.token("alice", None).await) == kid
-    })
-    .await;
+    signing_with(&server, &kid).await;
     let token = server.token("alice", None).await;
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.alg, Algorithm::EdDSA);
@@ -327,13 +314,17 @@ async fn eddsa_keys_sign_and_are_published_as_a_jwks(policy: Policy) {
 
     // A rotation back to HS256 keeps the EdDSA key published while it verifies.
     assert!(server.cli(&["keys", "rotate"], "").status.success());
-    eventually("signing with HS256 again", || async {
+    server
+        .wait_until("a key other than the EdDSA one signing", |o| {
+            o.signing_key_ids().first() != Some(&kid)
+        })
+        .await;
+    assert_eq!(
         jsonwebtoken::decode_header(&server.token("alice", None).await)
             .unwrap()
-            .alg
-            == Algorithm::HS256
-    })
-    .await;
+            .alg,
+        Algorithm::HS256
+    );
     assert_eq!(jwks(&server).await["keys"][0]["kid"], kid.as_str());
 }
 
@@ -454,10 +445,8 @@ async fn retiring_a_pending_key_keeps_the_signing_key() {
         .and_then(|rest| rest.split(':').next())
         .unwrap()
         .to_owned();
-    eventually("the next key signing", || async {
-        kid_of(&server.token("alice", None).await) == next
-    })
-    .await;
+    signing_with(&server, &next).await;
+    assert_eq!(kid_of(&server.token("alice", None).await), next);
     let log = server.log();
     assert!(!log.contains("panicked"), "{log}");
 }
@@ -475,17 +464,24 @@ async fn a_signing_key_of_another_algorithm_is_warned_of_when_it_takes_over() {
     );
     let rotated = server.cli(&["keys", "rotate", "--algorithm", "EdDSA"], "");
     assert!(rotated.status.success(), "{}", stderr(&rotated));
-    eventually("the EdDSA key signing", || async {
+    let kid = stdout(&rotated)
+        .strip_prefix("added EdDSA key ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_owned();
+    signing_with(&server, &kid).await;
+    assert_eq!(
         jsonwebtoken::decode_header(&server.token("alice", None).await)
             .unwrap()
-            .alg
-            == jsonwebtoken::Algorithm::EdDSA
-    })
-    .await;
-    eventually("the warning", || async {
-        server.log().contains("not --signing-algorithm")
-    })
-    .await;
+            .alg,
+        jsonwebtoken::Algorithm::EdDSA
+    );
+    // Logged before the follower hands the key over.
+    assert!(
+        server.log().contains("not --signing-algorithm"),
+        "{}",
+        server.log()
+    );
 }
 
 crate::policy_tests!(

@@ -44,7 +44,7 @@ async fn restart_keeps_tokens_valid() {
 /// SIGTERM shuts the server down cleanly.
 #[tokio::test]
 async fn sigterm_exits_cleanly() {
-    let mut server = TestServer::start().await;
+    let mut server = TestServer::start_with(Options::process()).await;
     assert!(server.terminate().success());
 }
 
@@ -313,7 +313,7 @@ async fn secrets_stay_out_of_the_log() {
 /// A task acknowledged with 201 is on disk: it survives `kill -9` right after.
 #[tokio::test]
 async fn acknowledged_task_survives_kill_9() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(Options::process()).await;
     server.add_user("alice", "tasks:read tasks:write");
     let token = server.token("alice", None).await;
     let response = server
@@ -341,7 +341,7 @@ async fn acknowledged_task_survives_kill_9() {
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests() {
     use std::io::{Read, Write};
-    let mut server = TestServer::start().await;
+    let mut server = TestServer::start_with(Options::process()).await;
     server.add_user("alice", "tasks:write");
     let token = server.token("alice", None).await;
     let body = br#"{"title":"sent slowly"}"#;

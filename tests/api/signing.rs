@@ -240,7 +240,11 @@ async fn wait_for_refusals(server: &TestServer, refused: u64) -> Value {
 async fn an_unsigned_file_dropped_on_disk_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ours = Signer::new();
-    let server = TestServer::start_with(trusting(dir.path(), &ours, &[&ours], 100)).await;
+    let server = TestServer::start_with(Options {
+        process: true,
+        ..trusting(dir.path(), &ours, &[&ours], 100)
+    })
+    .await;
     let component = server.options.component.clone();
     std::fs::remove_file(minisig(&component)).unwrap();
     crate::harness::replace_file(&component, &policy_b());

@@ -11,13 +11,21 @@ use crate::harness::{Options, TestServer, assert_error, built_component, replace
 
 /// A server whose policy file lives in its own directory, so tests can replace it.
 async fn swappable(watch_ms: u64) -> (TestServer, PathBuf, tempfile::TempDir) {
+    swappable_with(watch_ms, Options::default()).await
+}
+
+/// [`swappable`], started with `options` otherwise.
+async fn swappable_with(
+    watch_ms: u64,
+    options: Options,
+) -> (TestServer, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.wasm");
     std::fs::copy(built_component("guest_auth"), &policy).unwrap();
     let server = TestServer::start_with(Options {
         component: policy.clone(),
         extra_env: vec![("TASKFLOW_COMPONENT_WATCH_MS".into(), watch_ms.to_string())],
-        ..Options::default()
+        ..options
     })
     .await;
     (server, policy, dir)
@@ -31,20 +39,12 @@ fn policy_b() -> Vec<u8> {
     std::fs::read(built_component("guest_admin_delete")).unwrap()
 }
 
-/// Waits (bounded) until `/health` names `component`.
-async fn wait_for_component(server: &TestServer, component: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let health = server.health().await;
-        if health["auth_component"]["name"] == component {
-            return health;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{component} never took over: {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits until the clients have sent `more` requests past the count in
+/// `sent` now (or their cap of 20,000), so every version serves some of
+/// the traffic however fast or slow the machine is.
+async fn traffic(sent: &AtomicUsize, more: usize) {
+    let until = (sent.load(Ordering::Relaxed) + more).min(20_000);
+    crate::harness::wait_for_count(sent, until, "requests sent").await;
 }
 
 /// Several swaps between two policies while clients send requests at full
@@ -78,7 +78,7 @@ async fn swaps_under_load_fail_no_request() {
 
     let versions = [policy_b(), policy_a(), policy_b(), policy_a(), policy_b()];
     for (i, bytes) in versions.iter().enumerate() {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        traffic(&sent, 100).await;
         replace_file(&policy, bytes);
         let server = server.clone();
         let out = tokio::task::spawn_blocking(move || server.cli(&["auth", "reload"], ""))
@@ -92,7 +92,7 @@ async fn swaps_under_load_fail_no_request() {
         let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(reply["outcome"], "swapped", "swap {i}: {reply}");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    traffic(&sent, 100).await;
     stop.store(true, Ordering::Relaxed);
     let mut failures = Vec::new();
     for worker in workers {
@@ -160,7 +160,7 @@ async fn a_changed_file_is_picked_up() {
     let path = format!("/tasks/{}", task["id"]);
 
     replace_file(&policy, &policy_b());
-    wait_for_component(&server, "guest-admin-delete").await;
+    server.wait_for_component("guest-admin-delete").await;
     assert_eq!(
         server
             .call("DELETE", &path, Some(&token), None)
@@ -170,7 +170,7 @@ async fn a_changed_file_is_picked_up() {
     );
 
     replace_file(&policy, &policy_a());
-    let health = wait_for_component(&server, "guest-auth").await;
+    let health = server.wait_for_component("guest-auth").await;
     assert_eq!(health["auth_component"]["swaps"], 2);
     assert_eq!(
         server
@@ -184,7 +184,7 @@ async fn a_changed_file_is_picked_up() {
 /// SIGHUP reloads the file.
 #[tokio::test]
 async fn sighup_reloads() {
-    let (server, policy, _dir) = swappable(0).await;
+    let (server, policy, _dir) = swappable_with(0, Options::process()).await;
     replace_file(&policy, &policy_b());
     // Without the watcher, nothing happens until asked.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -193,7 +193,7 @@ async fn sighup_reloads() {
         "guest-auth"
     );
     server.signal("-HUP");
-    wait_for_component(&server, "guest-admin-delete").await;
+    server.wait_for_component("guest-admin-delete").await;
 }
 
 /// Broken candidates are refused with a reason, and the old policy keeps serving.
@@ -496,13 +496,20 @@ async fn the_python_policy_swaps_in_and_out() {
     let server = Arc::new(server);
 
     let stop = Arc::new(AtomicBool::new(false));
+    let all_sent = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let (server, token, stop) = (server.clone(), from_rust.clone(), stop.clone());
+        let (server, token, stop, all_sent) = (
+            server.clone(),
+            from_rust.clone(),
+            stop.clone(),
+            all_sent.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let (mut sent, mut failures) = (0, Vec::new());
             while !stop.load(Ordering::Relaxed) && sent < 20_000 {
                 sent += 1;
+                all_sent.fetch_add(1, Ordering::Relaxed);
                 let response = server.call("GET", "/tasks", Some(&token), None).await;
                 if response.status() != 200 {
                     failures.push(response.status().as_u16());
@@ -512,9 +519,9 @@ async fn the_python_policy_swaps_in_and_out() {
         }));
     }
     let swap_to = |bytes: Vec<u8>, name: &'static str| {
-        let (server, policy) = (server.clone(), policy.clone());
+        let (server, policy, all_sent) = (server.clone(), policy.clone(), all_sent.clone());
         async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            traffic(&all_sent, 50).await;
             replace_file(&policy, &bytes);
             let cli = server.clone();
             let out = tokio::task::spawn_blocking(move || cli.cli(&["auth", "reload"], ""))
@@ -553,7 +560,7 @@ async fn the_python_policy_swaps_in_and_out() {
         200
     );
     assert_eq!(server.token_request(&bob_login).await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    traffic(&all_sent, 50).await;
 
     stop.store(true, Ordering::Relaxed);
     let (mut total, mut failures) = (0, Vec::new());

@@ -27,41 +27,46 @@ impl KeyHolder for PolicyHandle {
 /// Keeps the policy's keys in step with the database: a rotation made by
 /// any replica's CLI, and a pending key's activation, take effect within
 /// `every`. A read that fails (or finds no key to sign with) is logged and
-/// keeps the keys the policy has; the next tick tries again. The task is
-/// watched: should it ever panic, that is logged and it starts again.
-/// When the signing key changes to one whose algorithm is not `wanted`,
-/// that is logged as at start.
-pub fn follow<H: KeyHolder>(ring: KeyRing, holder: H, every: Duration, wanted: KeyAlgorithm) {
+/// keeps the keys the policy has; the next tick tries again. Should the
+/// follower ever panic, that is logged and it starts again. When the
+/// signing key changes to one whose algorithm is not `wanted`, that is
+/// logged as at start. Runs until dropped: the caller owns the task.
+pub fn follow<H: KeyHolder>(
+    ring: KeyRing,
+    holder: H,
+    every: Duration,
+    wanted: KeyAlgorithm,
+) -> impl Future<Output = ()> + Send + 'static {
+    use futures_util::FutureExt;
     let ring = std::sync::Arc::new(ring);
     let holder = std::sync::Arc::new(holder);
-    tokio::spawn(async move {
+    async move {
         loop {
-            let task = tokio::spawn(follow_keys(
+            // Caught here rather than in a task of its own, so that
+            // dropping this future stops the follower with it.
+            let run = std::panic::AssertUnwindSafe(follow_keys(
                 std::sync::Arc::clone(&ring),
                 std::sync::Arc::clone(&holder),
                 every,
                 wanted,
             ));
-            match task.await {
-                Err(e) if e.is_panic() => {
-                    let reason = e.into_panic();
-                    let reason = reason
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| reason.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    tracing::error!(
-                        %reason,
-                        "the signing-key follower panicked; keeping the current keys and starting it again"
-                    );
-                    tokio::time::sleep(every).await;
-                }
-                // Cancelled (the runtime is shutting down), or returned,
-                // which it never does.
-                _ => return,
-            }
+            let reason = match run.catch_unwind().await {
+                Err(reason) => reason,
+                // It never returns.
+                Ok(()) => return,
+            };
+            let reason = reason
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| reason.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(
+                %reason,
+                "the signing-key follower panicked; keeping the current keys and starting it again"
+            );
+            tokio::time::sleep(every).await;
         }
-    });
+    }
 }
 
 async fn follow_keys<H: KeyHolder>(
@@ -164,12 +169,12 @@ mod tests {
         let master = b"a master secret of 32 bytes or more".to_vec();
         let ring = KeyRing::new(db.clone(), master.clone(), timings());
         let holder = std::sync::Arc::new(Holder::default());
-        follow(
+        let _follower = tokio::spawn(follow(
             ring,
             std::sync::Arc::clone(&holder),
             Duration::from_millis(20),
             KeyAlgorithm::Hs256,
-        );
+        ));
         let wait_for = async |what: &str, check: &dyn Fn(&[String]) -> bool| {
             for _ in 0..250 {
                 if check(&holder.key_ids()) {

@@ -182,9 +182,16 @@ struct GrantThreads {
 
 impl GrantThreads {
     fn new(threads: usize) -> Result<Self, LoadError> {
+        // Its threads log where the code that made them logs: the process's
+        // log, or, with several applications in one process (as in tests),
+        // the log of the one these threads work for.
+        let logs = tracing::dispatcher::get_default(Clone::clone);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("policy-grants")
+            .on_thread_start(move || {
+                std::mem::forget(tracing::dispatcher::set_default(&logs));
+            })
             .enable_all()
             .build()
             .map_err(|e| LoadError::Engine(format!("cannot start the password threads: {e}")))?;

@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
+use crate::chromium::Browser;
 use crate::harness::{PASSWORD, TestServer};
-use crate::webdriver::Browser;
 
 #[tokio::test]
 async fn docs_page_authorizes_and_lists_tasks() {
@@ -23,17 +23,18 @@ async fn docs_page_authorizes_and_lists_tasks() {
 
     let profile = tempfile::tempdir().unwrap();
     let browser = Browser::start(profile.path()).await;
-    browser.open(&server.url("/docs/")).await;
+    browser.client.goto(&server.url("/docs/")).await.unwrap();
 
     // Authorize: the password flow's form, filled in as a user would.
     browser.click("button.authorize").await;
     browser.type_into("#oauth_username", "alice").await;
     browser.type_into("#oauth_password", PASSWORD).await;
     browser.click(".auth-btn-wrapper button.authorize").await;
-    // The modal says so, and offers to log out, only once `/token` granted a token.
-    let modal = browser
-        .wait_for_text(".modal-ux", |text| text.contains("Logout"))
+    // The modal offers to log out, and says so, only once `/token` granted a token.
+    browser
+        .find(r#".modal-ux button[aria-label="Remove authorization"]"#)
         .await;
+    let modal = browser.text(".modal-ux").await;
     assert!(modal.contains("Authorized"), "{modal}");
     browser.click("button.btn-done").await;
 
@@ -44,11 +45,11 @@ async fn docs_page_authorizes_and_lists_tasks() {
         .await;
     browser.click(&format!("{operation} .try-out__btn")).await;
     browser.click(&format!("{operation} .execute")).await;
+    // The live response table appears once the response is in.
     let status = browser
-        .wait_for_text(
-            &format!("{operation} .live-responses-table .response .response-col_status"),
-            |text| !text.trim().is_empty(),
-        )
+        .text(&format!(
+            "{operation} .live-responses-table .response .response-col_status"
+        ))
         .await;
     assert_eq!(status.trim(), "200", "the page's request failed");
     let body = browser

@@ -8,6 +8,6 @@
 mod harness;
 
 mod browser;
+mod chromium;
 mod readme;
 mod schema;
-mod webdriver;

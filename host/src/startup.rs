@@ -82,11 +82,12 @@ pub async fn serve(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<()> 
 }
 
 /// What can be checked before anything is written: the signing secret if
-/// one exists (none is generated), and, on the first start (no database
-/// yet, so the component file is what will serve), the component: read,
+/// one exists (none is generated), and, on the first start (no SQLite file
+/// yet, or a PostgreSQL database without our tables, so the component file
+/// is what will serve), the component: read,
 /// its signature verified, compiled and self-checked. Without this, a
-/// first start with a bad component would leave a secret and an empty
-/// database behind. The compiled component is cached only where a cache
+/// first start with a bad component would leave a secret, a data
+/// directory and an empty schema behind. The compiled component is cached only where a cache
 /// directory already exists; on a first start it is compiled again, once,
 /// when the policy loads.
 pub(crate) async fn preflight(
@@ -96,7 +97,10 @@ pub(crate) async fn preflight(
     sandbox: &SandboxArgs,
 ) -> anyhow::Result<()> {
     let secret = tokens.existing_signing_secret(data_dir)?;
-    if !Database::is_new_sqlite_file(&storage.database_url(data_dir)) {
+    let new = Database::is_new(&storage.database_url(data_dir))
+        .await
+        .context("cannot open the database")?;
+    if !new {
         // An existing database may name a revision that serves instead
         // of the file; it is checked as it loads.
         return Ok(());

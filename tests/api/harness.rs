@@ -133,6 +133,31 @@ pub fn fresh_postgres_database(server_url: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// Whether the PostgreSQL database at `url` has any table.
+pub fn postgres_has_tables(url: &str) -> bool {
+    use sqlx::Connection;
+    let url = url.to_owned();
+    // Outside any runtime or inside one, so on a thread of its own.
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+                let tables: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+                )
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+                tables > 0
+            })
+    })
+    .join()
+    .unwrap()
+}
+
 /// A running server; stopped when dropped.
 pub struct TestServer {
     pub base: String,

@@ -117,7 +117,7 @@ async fn bad_components_are_refused_at_start() {
 /// Each kind of bad component is one line an operator can act on: it
 /// names the file, what is wrong and what to do; and the refused first
 /// start leaves nothing behind (no data directory, no secret, no SQLite
-/// database).
+/// file, no tables in a PostgreSQL database).
 #[tokio::test]
 async fn each_bad_component_is_one_line_naming_the_file_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
@@ -206,14 +206,15 @@ async fn each_bad_component_is_one_line_naming_the_file_and_the_fix() {
         for debug in ["Ok(", "Err(", "Some(", " { ", "[\""] {
             assert!(!line.contains(debug), "{what}: {line}");
         }
-        // On PostgreSQL the database may already name a revision that
-        // serves instead of the file, so the file is checked as it loads,
-        // after the data directory is made.
-        if crate::harness::test_postgres().is_none() {
+        assert!(
+            !data.exists(),
+            "{what}: the refused start made {}",
+            data.display()
+        );
+        if let Some(url) = &options.database_url {
             assert!(
-                !data.exists(),
-                "{what}: the refused start made {}",
-                data.display()
+                !crate::harness::postgres_has_tables(url),
+                "{what}: the refused start made tables in {url}"
             );
         }
     }

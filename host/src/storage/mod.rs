@@ -150,10 +150,22 @@ impl Database {
         Ok(db)
     }
 
-    /// Whether `url` names a SQLite file that does not exist yet: the first
-    /// start of a deployment, which creates it.
-    pub fn is_new_sqlite_file(url: &str) -> bool {
-        matches!(Backend::of(url), Ok(Backend::Sqlite)) && !sqlite_file_exists(url)
+    /// Whether `url` names a database no server has started on yet: a
+    /// SQLite file that does not exist, or a PostgreSQL database without
+    /// TaskFlow's tables. Finding out changes nothing.
+    pub async fn is_new(url: &str) -> Result<bool, StorageError> {
+        match Backend::of(url)? {
+            Backend::Sqlite => Ok(!sqlite_file_exists(url)),
+            Backend::Postgres => {
+                let db = Self::open(url, PoolSettings::default(), false).await?;
+                let new: bool =
+                    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NULL")
+                        .fetch_one(&db.pool)
+                        .await?;
+                db.pool.close().await;
+                Ok(new)
+            }
+        }
     }
 
     /// Connects to an existing database and runs one query, changing

@@ -22,7 +22,7 @@ use crate::storage::{Database, StoredUser};
 /// Opens a database that exists already, creating nothing (no data
 /// directory, no SQLite file): what commands that read, or change what must
 /// be there, use, so that a mistyped `--data-dir` is reported, not made.
-pub async fn open_existing_database(
+pub(crate) async fn open_existing_database(
     data_dir: &Path,
     storage: &StorageArgs,
 ) -> anyhow::Result<Database> {
@@ -33,7 +33,10 @@ pub async fn open_existing_database(
 }
 
 /// Opens the database in the data directory (created 0700 if missing).
-pub async fn open_database(data_dir: &Path, storage: &StorageArgs) -> anyhow::Result<Database> {
+pub(crate) async fn open_database(
+    data_dir: &Path,
+    storage: &StorageArgs,
+) -> anyhow::Result<Database> {
     files::ensure_private_dir(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     Database::connect(&storage.database_url(data_dir), storage.pool_settings())
@@ -44,7 +47,7 @@ pub async fn open_database(data_dir: &Path, storage: &StorageArgs) -> anyhow::Re
 /// Loads the desired policy revision (see [`rollout`]) with users,
 /// revocations and signing keys from `db`; the key ring is returned for
 /// [`keys::follow`].
-pub async fn load_policy(
+pub(crate) async fn load_policy(
     data_dir: &Path,
     tokens: &TokenArgs,
     sandbox: &SandboxArgs,

@@ -37,9 +37,9 @@ use sha2::{Digest, Sha256};
 
 use crate::storage::StorageError;
 
-pub use follow::{KeyHolder, follow, warn_unless_wanted};
-pub use jwks::jwks;
-pub use ring::{KeyRing, KeyState, KeyStatus, KeyTimings, Retired};
+pub(crate) use follow::{follow, warn_unless_wanted};
+pub(crate) use jwks::jwks;
+pub(crate) use ring::{KeyRing, KeyTimings, Retired};
 
 /// A key id derived from the key: stable across restarts and replicas that
 /// share the secret, and reveals nothing about it.
@@ -52,7 +52,7 @@ pub fn key_id(secret: &[u8]) -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(

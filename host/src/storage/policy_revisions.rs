@@ -34,7 +34,6 @@ struct SummaryRow {
 pub struct StoredRevision {
     pub revision: i64,
     pub component: Vec<u8>,
-    pub sha256: String,
     pub signature: Option<String>,
 }
 
@@ -230,7 +229,7 @@ impl Database {
     /// One stored revision with its bytes.
     pub async fn revision(&self, revision: i64) -> Result<Option<StoredRevision>, StorageError> {
         Ok(sqlx::query_as(
-            "SELECT revision, component, sha256, signature FROM policy_revisions WHERE revision = $1",
+            "SELECT revision, component, signature FROM policy_revisions WHERE revision = $1",
         )
         .bind(revision)
         .fetch_optional(&self.pool)

@@ -54,26 +54,10 @@ impl Database {
         )
     }
 
-    /// The Bearer check's question: whether the token `jti` of `subject`,
-    /// issued at `issued_at` (Unix seconds), was revoked (by itself, or by
-    /// a password change at or after its issue). Answered from memory while
-    /// the change feed keeps it current (a user not in memory costs one
-    /// query, then is remembered), from the database otherwise.
-    pub async fn token_revoked(
-        &self,
-        jti: &str,
-        subject: &str,
-        issued_at: i64,
-    ) -> Result<bool, StorageError> {
-        Ok(self
-            .token_status_for_decision(jti, subject, issued_at)
-            .await?
-            .0)
-    }
-
     /// The Bearer check's whole question about a token, answered at once:
     /// whether the token `jti` of `subject`, issued at `issued_at`, was
-    /// revoked ([`Self::token_revoked`]), and `subject` as stored. From
+    /// revoked (by itself, or by a password change at or after its issue),
+    /// and `subject` as stored. From
     /// memory while it is current (one lookup of the user's status serves
     /// both answers), from one query otherwise.
     pub async fn token_status_for_decision(
@@ -95,7 +79,7 @@ impl Database {
         ))
     }
 
-    /// The version of what [`Self::token_revoked`] and
+    /// The version of what [`Self::token_status_for_decision`] and
     /// [`Self::user_for_decision`] answer while they answer from memory;
     /// `None` while they read the database.
     pub fn token_status_version(&self) -> Option<u64> {
@@ -227,10 +211,19 @@ mod tests {
         db.status.renew(Duration::from_secs(60));
         // Remembered as it is now, then forgotten by the removal and the
         // addition (as every replica forgets it, from the change log).
-        assert!(!db.token_revoked("j", "alice", issued).await.unwrap());
+        assert!(
+            !db.token_status_for_decision("j", "alice", issued)
+                .await
+                .unwrap()
+                .0
+        );
         assert!(db.remove_user("alice").await.unwrap());
         db.add_user("alice", "h2", &[]).await.unwrap();
-        let from_memory = db.token_revoked("j", "alice", issued).await.unwrap();
+        let from_memory = db
+            .token_status_for_decision("j", "alice", issued)
+            .await
+            .unwrap()
+            .0;
         let from_database = db.token_status("j", "alice", issued).await.unwrap().0;
         let cutoff = db
             .credentials("alice")

@@ -154,20 +154,22 @@ pub fn revision_of(out: &Output) -> i64 {
         .unwrap_or_else(|| panic!("no revision in {stdout:?}"))
 }
 
-/// Waits until `/health` of `server` shows `revision`; how long it took.
+/// Waits until `server` serves `revision` (at the swap itself); how long
+/// it took.
 pub async fn wait_for_revision(server: &TestServer, revision: i64) -> Duration {
     let started = Instant::now();
-    loop {
-        let health = server.health().await;
-        if health["auth_component"]["revision"] == revision {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < CONVERGENCE,
-            "revision {revision} not served within {CONVERGENCE:?}: {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let served = server
+        .observer()
+        .wait_until(CONVERGENCE, |o| {
+            o.policy_status().active.revision == Some(revision)
+        })
+        .await;
+    assert!(
+        served,
+        "revision {revision} not served within {CONVERGENCE:?}: {}",
+        server.health().await
+    );
+    started.elapsed()
 }
 
 /// Waits until `auth status` shows every replica in `condition` for the

@@ -41,6 +41,48 @@ async fn restart_keeps_tokens_valid() {
     );
 }
 
+/// A stopped application leaves nothing of its own running: its admin
+/// socket answers no more, the component watch swaps nothing, and its port
+/// is free.
+#[tokio::test]
+async fn a_stopped_application_stops_its_background_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("policy.wasm");
+    std::fs::copy(component_path(), &component).unwrap();
+    let mut server = TestServer::start_with(Options {
+        component: component.clone(),
+        extra_env: vec![("TASKFLOW_COMPONENT_WATCH_MS".into(), "10".into())],
+        ..Options::default()
+    })
+    .await;
+    let socket = server.data.path().join("admin.sock");
+    assert!(std::os::unix::net::UnixStream::connect(&socket).is_ok());
+    let observer = server.observer().clone();
+    let address = server.address().to_owned();
+
+    server.stop();
+    assert!(
+        std::os::unix::net::UnixStream::connect(&socket).is_err(),
+        "the admin socket still answers"
+    );
+    crate::harness::replace_file(
+        &component,
+        &std::fs::read(crate::harness::built_component("guest_admin_delete")).unwrap(),
+    );
+    assert!(
+        !observer
+            .wait_until(std::time::Duration::from_millis(500), |o| {
+                o.policy_status().swaps > 0
+            })
+            .await,
+        "the component watch still swaps"
+    );
+    assert!(
+        std::net::TcpListener::bind(&address).is_ok(),
+        "the port is still bound"
+    );
+}
+
 /// SIGTERM shuts the server down cleanly.
 #[tokio::test]
 async fn sigterm_exits_cleanly() {

@@ -116,19 +116,10 @@ pub fn fresh_postgres_database(server_url: &str) -> String {
     );
     let server = server_url.to_owned();
     let statement = format!("CREATE DATABASE {name}");
-    // Options are built outside any runtime (and inside one), so this gets its own.
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let mut connection = sqlx::PgConnection::connect(&server).await.unwrap();
-                connection.execute(statement.as_str()).await.unwrap();
-            });
-    })
-    .join()
-    .unwrap();
+    on_own_runtime(async move {
+        let mut connection = sqlx::PgConnection::connect(&server).await.unwrap();
+        connection.execute(statement.as_str()).await.unwrap();
+    });
     let (base, _) = server_url.rsplit_once('/').expect("a URL with a database");
     format!("{base}/{name}")
 }
@@ -137,22 +128,28 @@ pub fn fresh_postgres_database(server_url: &str) -> String {
 pub fn postgres_has_tables(url: &str) -> bool {
     use sqlx::Connection;
     let url = url.to_owned();
-    // Outside any runtime or inside one, so on a thread of its own.
+    on_own_runtime(async move {
+        let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+        )
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+        tables > 0
+    })
+}
+
+/// Runs `work` to completion on a thread and runtime of its own: the
+/// callers run outside any runtime and inside a test's, where blocking on
+/// one is not allowed.
+fn on_own_runtime<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(async {
-                let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
-                let tables: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
-                )
-                .fetch_one(&mut connection)
-                .await
-                .unwrap();
-                tables > 0
-            })
+            .block_on(work)
     })
     .join()
     .unwrap()

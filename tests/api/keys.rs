@@ -27,6 +27,23 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `keys rotate` (with `--algorithm` when given) and returns the new key's id.
+fn rotate(server: &TestServer, algorithm: Option<&str>) -> String {
+    let mut args = vec!["keys", "rotate"];
+    if let Some(algorithm) = algorithm {
+        args.extend(["--algorithm", algorithm]);
+    }
+    let rotated = server.cli(&args, "");
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    let added = stdout(&rotated);
+    let expected = format!("added {} key ", algorithm.unwrap_or("HS256"));
+    added
+        .strip_prefix(&expected)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("{added}"))
+        .to_owned()
+}
+
 /// Waits until the server's policy signs with `kid` (the key follower
 /// has read the rotation or activation).
 async fn signing_with(server: &TestServer, kid: &str) {
@@ -55,13 +72,7 @@ async fn rotation_hands_signing_over_and_retires_the_old_key(policy: Policy) {
         "{listed}"
     );
 
-    let rotated = server.cli(&["keys", "rotate"], "");
-    assert!(rotated.status.success(), "{}", stderr(&rotated));
-    let new_kid = stdout(&rotated)
-        .strip_prefix("added HS256 key ")
-        .and_then(|rest| rest.split(':').next())
-        .unwrap()
-        .to_owned();
+    let new_kid = rotate(&server, None);
     assert_ne!(new_kid, old_kid);
 
     signing_with(&server, &new_kid).await;
@@ -141,13 +152,7 @@ async fn retiring_the_signing_key_hands_over_to_the_next() {
     let server = TestServer::start_with(options).await;
     server.add_user("alice", "tasks:read");
     let first = server.token("alice", None).await;
-    let rotated = server.cli(&["keys", "rotate"], "");
-    assert!(rotated.status.success(), "{}", stderr(&rotated));
-    let second = stdout(&rotated)
-        .strip_prefix("added HS256 key ")
-        .and_then(|rest| rest.split(':').next())
-        .unwrap()
-        .to_owned();
+    let second = rotate(&server, None);
     // Pending for an hour: the first key still signs.
     assert_eq!(kid_of(&server.token("alice", None).await), kid_of(&first));
 
@@ -241,13 +246,7 @@ async fn eddsa_keys_sign_and_are_published_as_a_jwks(policy: Policy) {
         "HS256 keys are never published"
     );
 
-    let rotated = server.cli(&["keys", "rotate", "--algorithm", "EdDSA"], "");
-    assert!(rotated.status.success(), "{}", stderr(&rotated));
-    let kid = stdout(&rotated)
-        .strip_prefix("added EdDSA key ")
-        .and_then(|rest| rest.split(':').next())
-        .unwrap()
-        .to_owned();
+    let kid = rotate(&server, Some("EdDSA"));
     assert!(
         stdout(&server.cli(&["keys", "list"], "")).contains(&format!("{kid}\tEdDSA\t")),
         "keys list names the algorithm"
@@ -377,13 +376,7 @@ async fn retiring_a_pending_key_keeps_the_signing_key() {
     let server = TestServer::start_with(options).await;
     server.add_user("alice", "tasks:read");
     let first = kid_of(&server.token("alice", None).await);
-    let rotated = server.cli(&["keys", "rotate"], "");
-    assert!(rotated.status.success(), "{}", stderr(&rotated));
-    let pending = stdout(&rotated)
-        .strip_prefix("added HS256 key ")
-        .and_then(|rest| rest.split(':').next())
-        .unwrap()
-        .to_owned();
+    let pending = rotate(&server, None);
     assert!(
         stdout(&server.cli(&["keys", "list"], "")).contains(&format!("{pending}\tHS256\tpending")),
         "the new key is pending"
@@ -438,13 +431,7 @@ async fn retiring_a_pending_key_keeps_the_signing_key() {
     );
 
     // The follower is alive: a new rotation takes over.
-    let rotated = server.cli(&["keys", "rotate"], "");
-    assert!(rotated.status.success(), "{}", stderr(&rotated));
-    let next = stdout(&rotated)
-        .strip_prefix("added HS256 key ")
-        .and_then(|rest| rest.split(':').next())
-        .unwrap()
-        .to_owned();
+    let next = rotate(&server, None);
     signing_with(&server, &next).await;
     assert_eq!(kid_of(&server.token("alice", None).await), next);
     let log = server.log();
@@ -462,13 +449,7 @@ async fn a_signing_key_of_another_algorithm_is_warned_of_when_it_takes_over() {
         "{}",
         server.log()
     );
-    let rotated = server.cli(&["keys", "rotate", "--algorithm", "EdDSA"], "");
-    assert!(rotated.status.success(), "{}", stderr(&rotated));
-    let kid = stdout(&rotated)
-        .strip_prefix("added EdDSA key ")
-        .and_then(|rest| rest.split(':').next())
-        .unwrap()
-        .to_owned();
+    let kid = rotate(&server, Some("EdDSA"));
     signing_with(&server, &kid).await;
     assert_eq!(
         jsonwebtoken::decode_header(&server.token("alice", None).await)

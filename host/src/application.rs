@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,7 +71,21 @@ impl Application {
     /// Checks what can be checked before anything is written, then opens
     /// the database in `data_dir` (or at `--database-url`), loads the
     /// desired policy, starts the background tasks and binds the listener.
-    pub async fn build(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<Self> {
+    ///
+    /// `build` and `run` hand out boxed futures: a crate that awaits an
+    /// `async fn` of another compiles (and optimises) the whole tree of
+    /// futures under it again, and for these that is most of the server.
+    /// Boxed, it is compiled once, here; unboxed, it was a third of the
+    /// integration tests' code.
+    #[inline(never)]
+    pub fn build<'a>(
+        data_dir: &'a Path,
+        settings: &'a ServeArgs,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<Self>> + Send + 'a>> {
+        Box::pin(Self::build_here(data_dir, settings))
+    }
+
+    async fn build_here(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<Self> {
         let ServeArgs {
             listener,
             storage,
@@ -189,8 +204,26 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting, gives
     /// in-flight requests [`SHUTDOWN_GRACE`] to finish and stops the
-    /// background tasks.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    /// background tasks. Boxed, as [`Application::build`] is.
+    pub fn run<'a>(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'a,
+    ) -> Pin<Box<dyn Future<Output = Result<(), RunError>> + Send + 'a>> {
+        self.run_boxed(Box::pin(shutdown))
+    }
+
+    #[inline(never)]
+    fn run_boxed<'a>(
+        self,
+        shutdown: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), RunError>> + Send + 'a>> {
+        Box::pin(self.run_here(shutdown))
+    }
+
+    async fn run_here(
+        mut self,
+        shutdown: Pin<Box<dyn Future<Output = ()> + Send + '_>>,
+    ) -> Result<(), RunError> {
         let (begun, grace_starts) = oneshot::channel::<()>();
         let shutdown = async move {
             shutdown.await;

@@ -5,13 +5,14 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
 mod auth;
 mod shadow;
-pub use auth::auth;
+use auth::auth;
 
 use crate::admin;
 use crate::config::admin::AdminArgs;
@@ -19,16 +20,36 @@ use crate::config::cli::PolicyArgs;
 use crate::config::file::{Loaded, Source};
 use crate::config::secret::stand_in_secret;
 use crate::config::storage::StorageArgs;
-use crate::config::{ConfigCommand, KeysCommand, SecretSource, ServeArgs, UserCommand};
+use crate::config::{Command, ConfigCommand, KeysCommand, SecretSource, ServeArgs, UserCommand};
 use crate::keys::{self, KeyRing};
 use crate::login_limits::LoginLimiter;
 use crate::policy::{Directory, DirectoryFuture, Lookup, PolicyHandle, TokenStatus, UserRecord};
-use crate::startup::{open_database, open_existing_database};
+use crate::startup::{self, open_database, open_existing_database};
 use crate::storage::{Backend, Database};
 use crate::throttle::LoginLimits;
 use crate::username;
 
-pub async fn user(data_dir: &Path, command: &UserCommand) -> anyhow::Result<()> {
+/// Runs the one command the binary was given.
+///
+/// Boxed, as [`crate::application::Application::build`] is: a crate that
+/// awaits an `async fn` of this one compiles the whole tree of futures under
+/// it again, and the binary would compile most of the server twice more
+/// (as itself and as its unit-test harness).
+#[inline(never)]
+pub fn run(loaded: &Loaded) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + '_>> {
+    let data_dir = &loaded.cli.global.data_dir;
+    Box::pin(async move {
+        match &loaded.cli.command {
+            Command::Serve(settings) => startup::serve(data_dir, settings).await,
+            Command::User(command) => user(data_dir, command).await,
+            Command::Auth(command) => auth(data_dir, command).await,
+            Command::Keys(command) => keys(data_dir, command).await,
+            Command::Config(command) => config(loaded, command).await,
+        }
+    })
+}
+
+async fn user(data_dir: &Path, command: &UserCommand) -> anyhow::Result<()> {
     let db = match command {
         // Only `add` may create the database; the others need one that
         // exists, so that a mistyped `--data-dir` is reported, not made.
@@ -207,7 +228,7 @@ async fn existing_name(db: &Database, given: &str) -> anyhow::Result<String> {
     bail!("no user named {}", username::printable(given))
 }
 
-pub async fn keys(data_dir: &Path, command: &KeysCommand) -> anyhow::Result<()> {
+async fn keys(data_dir: &Path, command: &KeysCommand) -> anyhow::Result<()> {
     let (KeysCommand::Rotate { settings, .. }
     | KeysCommand::List { settings }
     | KeysCommand::Retire { settings, .. }) = command;
@@ -279,7 +300,7 @@ fn rfc3339(seconds: i64) -> String {
         .unwrap_or_else(|| seconds.to_string())
 }
 
-pub async fn config(loaded: &Loaded, command: &ConfigCommand) -> anyhow::Result<()> {
+async fn config(loaded: &Loaded, command: &ConfigCommand) -> anyhow::Result<()> {
     let data_dir = &loaded.cli.global.data_dir;
     match command {
         ConfigCommand::Show(settings) => {

@@ -38,16 +38,17 @@
 //!   PostgreSQL).
 //! - [`metrics`]: what is counted, for `GET /metrics`; [`telemetry`]: logs;
 //!   [`report`]: an error as the one line an operator reads.
-//! - [`commands`]: `taskflow user ...`, `keys ...`, `auth ...` and
-//!   `config ...`; [`username`]: usernames in RFC 8265's canonical form,
-//!   and the least a password is.
+//! - [`commands`]: the one command the binary runs: `serve` (by way of
+//!   [`startup`]), `user ...`, `keys ...`, `auth ...` and `config ...`;
+//!   [`username`]: usernames in RFC 8265's canonical form, and the least a
+//!   password is.
 //! - [`files`]: files private to this user (secrets, caches);
 //!   [`clock`]: the wall clock in Unix seconds.
 //!
 //! Only what the binary (`main.rs`) and the benchmarks use is public:
-//! [`config`], [`commands`], [`startup`], [`telemetry`], [`report`],
-//! [`policy`] and [`keys`], and [`application`], which the integration
-//! tests start in their own process.
+//! [`config`], [`commands`], [`telemetry`], [`report`], [`policy`] and
+//! [`keys`], and [`application`], which the integration tests start in
+//! their own process.
 
 mod admin;
 mod app;
@@ -71,7 +72,7 @@ pub mod report;
 mod rollout;
 mod routes;
 mod server;
-pub mod startup;
+mod startup;
 mod storage;
 mod task;
 pub mod telemetry;

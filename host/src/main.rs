@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use taskflow::config::Command;
 use taskflow::config::file::{self, LoadError};
-use taskflow::{commands, report, startup, telemetry};
+use taskflow::{commands, report, telemetry};
 
 fn main() -> ExitCode {
     let loaded = match file::load() {
@@ -21,7 +21,6 @@ fn main() -> ExitCode {
         cli.global.log_format,
         matches!(cli.command, Command::Serve(_)),
     );
-    let data_dir = &cli.global.data_dir;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -32,15 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match &cli.command {
-            Command::Serve(settings) => startup::serve(data_dir, settings).await,
-            Command::User(command) => commands::user(data_dir, command).await,
-            Command::Auth(command) => commands::auth(data_dir, command).await,
-            Command::Keys(command) => commands::keys(data_dir, command).await,
-            Command::Config(command) => commands::config(&loaded, command).await,
-        }
-    });
+    let result = runtime.block_on(commands::run(&loaded));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

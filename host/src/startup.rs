@@ -73,7 +73,7 @@ pub(crate) async fn load_policy(
 
 /// `taskflow serve`: builds the [`Application`], announces its address and
 /// serves until SIGINT or SIGTERM, then lets in-flight requests finish.
-pub async fn serve(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn serve(data_dir: &Path, settings: &ServeArgs) -> anyhow::Result<()> {
     let mut application = Application::build(data_dir, settings).await?;
     #[cfg(unix)]
     application.reload_on_sighup()?;

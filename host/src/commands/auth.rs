@@ -16,7 +16,7 @@ use crate::rollout::STALE_AFTER;
 use crate::startup::{open_database, open_existing_database};
 use crate::storage::{Database, DeployAction, Desired, NewRevision, ReplicaState};
 
-pub async fn auth(data_dir: &Path, command: &AuthCommand) -> anyhow::Result<()> {
+pub(super) async fn auth(data_dir: &Path, command: &AuthCommand) -> anyhow::Result<()> {
     match command {
         AuthCommand::Reload { admin } => reload(data_dir, admin).await,
         AuthCommand::Deploy {

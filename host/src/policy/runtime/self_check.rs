@@ -23,6 +23,13 @@ impl PolicyRuntime {
     /// tampered copy inactive.
     /// The probe exists only in a throwaway instance's imports, never in the
     /// directory that real requests reach.
+    ///
+    /// Every probe call is held to password work's deadline and normal
+    /// cost, as the probe's instance is: the check runs once per candidate,
+    /// off any request's path, on a cold instance and often on a cold
+    /// machine (a first start), where an interpreter's first decision
+    /// (CPython's) can outlast a request's 50 ms; it proves what the policy
+    /// decides, not how fast.
     pub(super) async fn self_check(&self) -> Result<(), String> {
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|e| e.to_string())?;
@@ -79,7 +86,7 @@ impl PolicyRuntime {
                 granted_scopes: vec![SELF_CHECK_SCOPE.to_owned()],
                 scopes: None,
             };
-            self.begin(&mut probe, CallKind::Refresh);
+            self.begin(&mut probe, CallKind::Password);
             probe
                 .policy
                 .refresh_token(&mut probe.store, &request)
@@ -113,7 +120,7 @@ impl PolicyRuntime {
                 route: "/users/me".into(),
                 required_scopes: vec![SELF_CHECK_SCOPE.to_owned()],
             };
-            self.begin(&mut probe, CallKind::Decision);
+            self.begin(&mut probe, CallKind::Password);
             probe
                 .policy
                 .decide_access(&mut probe.store, &request)
@@ -152,7 +159,7 @@ impl PolicyRuntime {
         }
 
         let mut introspect = async |token: String| {
-            self.begin(&mut probe, CallKind::Decision);
+            self.begin(&mut probe, CallKind::Password);
             probe
                 .policy
                 .introspect(&mut probe.store, &token)

@@ -7,6 +7,11 @@
 //! the same work compiled into the Rust policy.
 //!
 //! Run with `just bench`; prints a table of ratios measured in this run.
+//!
+//! To compare two builds of the policy: `TASKFLOW_BENCH_COMPONENT` is the
+//! one measured (by default the workspace's `guest-auth`), and
+//! `TASKFLOW_BENCH_BASELINE`, when set, another build it is timed against,
+//! interleaved in this process.
 
 mod common;
 
@@ -261,6 +266,69 @@ fn main() {
     assert!(decide(&py_policy, &valid));
     assert!(!decide(&py_policy, &bad));
     assert!(decide(&py_ed_policy, &ed_valid));
+    // TASKFLOW_BENCH_BASELINE names another build of the policy: the same
+    // three decisions through it and through this one, timed in alternating
+    // batches in this one process (see `interleaved`).
+    if let Some(baseline) = std::env::var_os("TASKFLOW_BENCH_BASELINE") {
+        let baseline = PathBuf::from(baseline);
+        let base_policy = load_from(
+            &baseline,
+            SigningKey {
+                kid: kid.clone(),
+                algorithm: KeyAlgorithm::Hs256,
+                secret: SECRET.to_vec(),
+            },
+        );
+        let base_ed_policy = load_from(
+            &baseline,
+            SigningKey {
+                kid: ed_kid.clone(),
+                algorithm: KeyAlgorithm::EdDsa,
+                secret: seed.to_vec(),
+            },
+        );
+        let size_kib = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len()) / 1024;
+        let mut table = format!(
+            "### This build of the policy against another, interleaved\n\n\
+             This build: `{}` ({} KiB). Baseline: `{}` ({} KiB). Medians of {ROUNDS} \
+             alternating batches each; the ratio's quartiles are over the rounds.\n\n\
+             | decision | native `jsonwebtoken` | baseline | this build | this / baseline (quartiles) | this / native |\n|---|---|---|---|---|---|\n",
+            rust_component.display(),
+            size_kib(&rust_component),
+            baseline.display(),
+            size_kib(&baseline),
+        );
+        let cases: [(&str, &Native, &PolicyHandle, &PolicyHandle, &str, bool); 3] = [
+            ("valid HS256", &native, &policy, &base_policy, &valid, true),
+            (
+                "valid EdDSA",
+                &ed_native,
+                &ed_policy,
+                &base_ed_policy,
+                &ed_valid,
+                true,
+            ),
+            ("bad signature", &native, &policy, &base_policy, &bad, false),
+        ];
+        for (label, native, this, base, token, accepted) in cases {
+            let Interleaved {
+                medians: [n, b, t],
+                ratio_quartiles: [low, ratio, high],
+            } = interleaved([
+                &mut || assert_eq!(native.decide(black_box(token), "tasks:read"), accepted),
+                &mut || assert_eq!(decide(base, black_box(token)), accepted),
+                &mut || assert_eq!(decide(this, black_box(token)), accepted),
+            ]);
+            table.push_str(&format!(
+                "| {label} | {:.2} µs | {:.2} µs | {:.2} µs | {ratio:.3} ({low:.3}–{high:.3}) | {:.2}× |\n",
+                n / 1000.0,
+                b / 1000.0,
+                t / 1000.0,
+                t / n,
+            ));
+        }
+        common::report(&table);
+    }
     let rust_kib = policy.instance_memory_bytes() / 1024;
     let python_kib = py_policy.instance_memory_bytes() / 1024;
 
@@ -448,6 +516,53 @@ fn python_table(rust_kib: usize, python_kib: usize) -> String {
         ed_in_component / us("decide", "native-ed25519-verify"),
     ));
     table
+}
+
+/// Rounds of [`interleaved`].
+const ROUNDS: usize = 200;
+
+/// What [`interleaved`] measured.
+struct Interleaved {
+    /// Median ns per call of each of the three.
+    medians: [f64; 3],
+    /// The quartiles, over the rounds, of the third's time over the second's.
+    ratio_quartiles: [f64; 3],
+}
+
+/// Times three ways of doing the same work in alternating batches of about
+/// 2 ms, in a rotating order, so that whatever else the machine does falls
+/// on each alike: back-to-back criterion runs on a shared machine drifted
+/// by more than the differences looked for.
+fn interleaved(mut work: [&mut dyn FnMut(); 3]) -> Interleaved {
+    use std::time::Instant;
+    let batch = |work: &mut dyn FnMut(), n: u32| {
+        let start = Instant::now();
+        for _ in 0..n {
+            work();
+        }
+        start.elapsed().as_nanos() as f64 / f64::from(n)
+    };
+    // Warm up, and size each batch to about 2 ms.
+    let sizes = work.each_mut().map(|w| {
+        let once = batch(*w, 20).max(1.0);
+        ((2e6 / once) as u32).clamp(1, 100_000)
+    });
+    let mut times = [const { Vec::new() }; 3];
+    for round in 0..ROUNDS {
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            times[i].push(batch(work[i], sizes[i]));
+        }
+    }
+    let quartile = |v: &mut Vec<f64>, q: usize| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() * q / 4]
+    };
+    let mut ratios: Vec<f64> = times[2].iter().zip(&times[1]).map(|(t, b)| t / b).collect();
+    Interleaved {
+        medians: times.each_mut().map(|t| quartile(t, 2)),
+        ratio_quartiles: [1, 2, 3].map(|q| quartile(&mut ratios, q)),
+    }
 }
 
 fn tamper(token: &str) -> String {

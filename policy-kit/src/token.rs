@@ -2,13 +2,20 @@
 //! (Ed25519) and verified as RFC 8725 asks: the algorithm pinned to the key
 //! the `kid` names, `typ` checked, every time claim checked, required claims
 //! present.
+//!
+//! `jsonwebtoken` encodes tokens, reads their header and claims, and checks
+//! signatures, with the crypto provider in `token/provider.rs`. What it
+//! leaves to its caller is here: the size cap, `typ`, `crit`, the key a
+//! `kid` names and that key's algorithm, the required claims, and the time
+//! claims, checked against the `now` given (`jsonwebtoken` reads the clock
+//! itself) with the leeway capped.
 
-use std::borrow::Cow;
+mod provider;
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::{KeyAlgorithm, SigningKey};
 
@@ -93,6 +100,8 @@ pub enum KeyError {
     BadSeed { kid: String },
     #[error("token signing failed")]
     Signing,
+    #[error("the JWT library is set up with a crypto provider other than the policy's")]
+    Provider,
 }
 
 /// Seconds since the Unix epoch, from the WASI wall clock inside a component.
@@ -131,69 +140,42 @@ pub fn jose_name(algorithm: KeyAlgorithm) -> &'static str {
     }
 }
 
-fn ed25519_key(key: &SigningKey) -> Option<ed25519_dalek::SigningKey> {
-    let seed: &[u8; ED25519_SEED_BYTES] = key.secret.as_slice().try_into().ok()?;
-    Some(ed25519_dalek::SigningKey::from_bytes(seed))
+fn jose_algorithm(algorithm: KeyAlgorithm) -> Algorithm {
+    match algorithm {
+        KeyAlgorithm::Hs256 => Algorithm::HS256,
+        KeyAlgorithm::EdDsa => Algorithm::EdDSA,
+    }
 }
 
-type HmacSha256 = Hmac<Sha256>;
+fn ed25519_seed(key: &SigningKey) -> Option<&[u8; ED25519_SEED_BYTES]> {
+    key.secret.as_slice().try_into().ok()
+}
+
+fn ed25519_key(key: &SigningKey) -> Option<ed25519_dalek::SigningKey> {
+    ed25519_seed(key).map(ed25519_dalek::SigningKey::from_bytes)
+}
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// The JOSE header fields this policy looks at. Any others (`jwk`, `jku`,
-/// `x5u`, ...) are ignored: keys come only from the host's settings.
-#[derive(Deserialize)]
-struct JoseHeader<'a> {
-    #[serde(borrow)]
-    alg: Cow<'a, str>,
-    #[serde(borrow, default)]
-    typ: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kid: Option<Cow<'a, str>>,
-    #[serde(default)]
-    crit: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Serialize)]
-struct SigningHeader<'a> {
-    alg: &'static str,
-    typ: &'static str,
-    kid: &'a str,
-}
-
 /// Signs `claims` with `key` (the current key: the first of the settings).
-///
-/// HMAC-SHA256 and Ed25519 straight from `hmac`/`sha2`/`ed25519-dalek`
-/// rather than through a JWT library: one JSON and one base64 pass each way,
-/// and none of the RSA code a general library links in (see
-/// docs/benchmarks.md).
 pub fn sign(claims: &AccessClaims, key: &SigningKey) -> Result<String, KeyError> {
     let key = usable(key)?;
-    let header = SigningHeader {
-        alg: jose_name(key.algorithm),
-        typ: ACCESS_TOKEN_TYPE,
-        kid: &key.kid,
-    };
-    let header = serde_json::to_vec(&header).map_err(|_| KeyError::Signing)?;
-    let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Signing)?;
-    let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 100);
-    B64.encode_string(header, &mut token);
-    token.push('.');
-    B64.encode_string(payload, &mut token);
-    let signature = match key.algorithm {
+    if !provider::installed() {
+        return Err(KeyError::Provider);
+    }
+    let encoding_key = match key.algorithm {
         KeyAlgorithm::Hs256 => {
-            let mut mac = HmacSha256::new_from_slice(&key.secret).map_err(|_| KeyError::Signing)?;
-            mac.update(token.as_bytes());
-            mac.finalize().into_bytes().to_vec()
+            EncodingKey::from_secret(&key.secret).map_err(|_| KeyError::Signing)?
         }
         KeyAlgorithm::EdDsa => {
-            use ed25519_dalek::Signer;
-            let signer = ed25519_key(key).ok_or(KeyError::Signing)?;
-            signer.sign(token.as_bytes()).to_bytes().to_vec()
+            let seed = ed25519_seed(key).ok_or(KeyError::Signing)?;
+            EncodingKey::from_ed_der(&provider::ed25519_pkcs8(seed))
         }
     };
-    token.push('.');
-    B64.encode_string(signature, &mut token);
-    Ok(token)
+    let mut header = Header::new(jose_algorithm(key.algorithm));
+    header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &encoding_key).map_err(|_| KeyError::Signing)
 }
 
 /// Verifies `token` against `keys` and `expect` at time `now`.
@@ -212,6 +194,9 @@ pub fn verify(
     for key in keys {
         usable(key)?;
     }
+    if !provider::installed() {
+        return Err(KeyError::Provider);
+    }
     Ok(verify_with(token, keys, expect, now))
 }
 
@@ -224,21 +209,13 @@ fn verify_with(
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenRejection::TooLong);
     }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenRejection::Malformed);
-    };
-    let header_json = B64
-        .decode(header_b64)
-        .map_err(|_| TokenRejection::Malformed)?;
-    let header: JoseHeader<'_> =
-        serde_json::from_slice(&header_json).map_err(|_| TokenRejection::Malformed)?;
-    // RFC 8725 §3.1: only the algorithms of our keys; `none` in any
-    // spelling, and every other algorithm, is refused before any key is
-    // touched. Below, the algorithm must also be the named key's own.
-    if header.alg != "HS256" && header.alg != "EdDSA" {
+    // Header fields other than those below (`jwk`, `jku`, `x5u`, ...) are
+    // ignored: keys come only from the host's settings.
+    let header = jsonwebtoken::decode_header(token).map_err(|_| unreadable_header(token))?;
+    // RFC 8725 §3.1: only the algorithms of our keys; every other algorithm
+    // is refused before any key is touched. Below, the algorithm must also
+    // be the named key's own.
+    if !matches!(header.alg, Algorithm::HS256 | Algorithm::EdDSA) {
         return Err(TokenRejection::Algorithm);
     }
     // RFC 8725 §3.11 / RFC 9068 §4: explicit typing keeps other JWTs out.
@@ -248,7 +225,8 @@ fn verify_with(
     if !typ_ok {
         return Err(TokenRejection::WrongType);
     }
-    // RFC 7515 §4.1.11: unknown critical extensions must be refused.
+    // RFC 7515 §4.1.11: unknown critical extensions must be refused, and
+    // this service understands none.
     if header.crit.is_some() {
         return Err(TokenRejection::CriticalHeader);
     }
@@ -259,49 +237,64 @@ fn verify_with(
         .ok_or(TokenRejection::UnknownKey)?;
     // An HS256 token naming an Ed25519 key (whose public half is published)
     // must not be checked as an HMAC under that key, nor the other way round.
-    if header.alg != jose_name(key.algorithm) {
+    if header.alg != jose_algorithm(key.algorithm) {
         return Err(TokenRejection::Algorithm);
     }
 
-    let signature = B64
-        .decode(signature_b64)
+    // The header is read once, above, and the rest in the steps of
+    // `jsonwebtoken::decode` without it: `decode` would read the header a
+    // second time (decisions 19% slower, docs/benchmarks.md) and check the
+    // time claims against its own clock. The signature is checked with the
+    // named key's algorithm, and the claims are read only once it holds.
+    let decoding_key = decoding_key(key).ok_or(TokenRejection::BadSignature)?;
+    let (signed, signature) = token.rsplit_once('.').ok_or(TokenRejection::Malformed)?;
+    match jsonwebtoken::crypto::verify(signature, signed.as_bytes(), &decoding_key, header.alg) {
+        Ok(true) => {}
+        Ok(false) => return Err(TokenRejection::BadSignature),
+        Err(e) if matches!(e.kind(), ErrorKind::Base64(_)) => {
+            return Err(TokenRejection::Malformed);
+        }
+        Err(_) => return Err(TokenRejection::BadSignature),
+    }
+    let claims = jsonwebtoken::dangerous::insecure_decode_claims::<ReceivedClaims>(token)
         .map_err(|_| TokenRejection::Malformed)?;
-    let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
-    check_signature(key, signed.as_bytes(), &signature)?;
-
-    let payload = B64
-        .decode(payload_b64)
-        .map_err(|_| TokenRejection::Malformed)?;
-    let claims: ReceivedClaims =
-        serde_json::from_slice(&payload).map_err(|_| TokenRejection::Malformed)?;
     check_claims(claims, expect, now)
 }
 
-fn check_signature(
-    key: &SigningKey,
-    signed: &[u8],
-    signature: &[u8],
-) -> Result<(), TokenRejection> {
+/// The public half of `key` for verifying: for HS256 the secret itself.
+fn decoding_key(key: &SigningKey) -> Option<DecodingKey> {
     match key.algorithm {
-        KeyAlgorithm::Hs256 => {
-            let mut mac = HmacSha256::new_from_slice(&key.secret)
-                .map_err(|_| TokenRejection::BadSignature)?;
-            mac.update(signed);
-            // Constant-time comparison.
-            mac.verify_slice(signature)
-                .map_err(|_| TokenRejection::BadSignature)
-        }
-        KeyAlgorithm::EdDsa => {
-            let public = ed25519_key(key)
-                .ok_or(TokenRejection::BadSignature)?
-                .verifying_key();
-            let signature = ed25519_dalek::Signature::from_slice(signature)
-                .map_err(|_| TokenRejection::BadSignature)?;
-            // Strict: no malleable signatures, no small-order keys.
-            public
-                .verify_strict(signed, &signature)
-                .map_err(|_| TokenRejection::BadSignature)
-        }
+        KeyAlgorithm::Hs256 => DecodingKey::from_secret(&key.secret).ok(),
+        // `jsonwebtoken` holds an Ed25519 public key as its 32 bytes.
+        KeyAlgorithm::EdDsa => Some(DecodingKey::from_ed_der(
+            ed25519_key(key)?.verifying_key().as_bytes(),
+        )),
+    }
+}
+
+/// Why a header `jsonwebtoken` could not read is refused.
+///
+/// It reads `alg` into its enumeration of algorithms, so a name not in it
+/// (`none` in any spelling, RFC 8725 §2.1) fails as unreadable JSON would.
+/// Such a token is refused for its algorithm, as RFC 8725 §3.1 has it.
+fn unreadable_header(token: &str) -> TokenRejection {
+    #[derive(Deserialize)]
+    struct Named {
+        alg: String,
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return TokenRejection::Malformed;
+    };
+    let named = B64
+        .decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Named>(&json).ok());
+    match named {
+        Some(named) if named.alg.parse::<Algorithm>().is_err() => TokenRejection::Algorithm,
+        _ => TokenRejection::Malformed,
     }
 }
 
@@ -447,10 +440,10 @@ mod tests {
     #[test]
     fn header_carries_type_and_key_id() {
         let token = sign(&claims(), &key("k1", 7)).unwrap();
-        let header = jsonwebtoken::decode_header(&token).unwrap();
+        let header = jsonwebtoken_rust_crypto::decode_header(&token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.kid.as_deref(), Some("k1"));
-        assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
+        assert_eq!(header.alg, jsonwebtoken_rust_crypto::Algorithm::HS256);
     }
 
     #[test]
@@ -633,12 +626,12 @@ mod tests {
 
     #[test]
     fn interoperates_with_jsonwebtoken() {
-        use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+        use jsonwebtoken_rust_crypto::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
         let ours = sign(&claims(), &key("k1", 7)).unwrap();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
         validation.set_audience(&["taskflow-api"]);
-        let theirs_read = jsonwebtoken::decode::<AccessClaims>(
+        let theirs_read = jsonwebtoken_rust_crypto::decode::<AccessClaims>(
             &ours,
             &DecodingKey::from_secret(&[7; 32]),
             &validation,
@@ -651,16 +644,20 @@ mod tests {
             kid: Some("k1".into()),
             ..Header::new(Algorithm::HS256)
         };
-        let theirs =
-            jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&[7; 32])).unwrap();
+        let theirs = jsonwebtoken_rust_crypto::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_secret(&[7; 32]),
+        )
+        .unwrap();
         assert_eq!(check(&theirs), Ok(claims()));
     }
 
     #[test]
     fn ed25519_tokens_verify_and_say_eddsa() {
         let token = sign(&claims(), &ed_key("e1", 3)).unwrap();
-        let header = jsonwebtoken::decode_header(&token).unwrap();
-        assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+        let header = jsonwebtoken_rust_crypto::decode_header(&token).unwrap();
+        assert_eq!(header.alg, jsonwebtoken_rust_crypto::Algorithm::EdDSA);
         assert_eq!(header.kid.as_deref(), Some("e1"));
         let keys = [key("k1", 7), ed_key("e1", 3)];
         assert_eq!(verify(&token, &keys, &expect(), NOW).unwrap(), Ok(claims()));
@@ -721,14 +718,15 @@ mod tests {
 
     #[test]
     fn ed25519_interoperates_with_jsonwebtoken() {
-        use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+        use jsonwebtoken_rust_crypto::{Algorithm, DecodingKey, Validation};
         let key = ed_key("e1", 3);
         let ours = sign(&claims(), &key).unwrap();
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.validate_exp = false;
         validation.set_audience(&["taskflow-api"]);
         let public = DecodingKey::from_ed_components(&public_x(&key)).unwrap();
-        let read = jsonwebtoken::decode::<AccessClaims>(&ours, &public, &validation).unwrap();
+        let read =
+            jsonwebtoken_rust_crypto::decode::<AccessClaims>(&ours, &public, &validation).unwrap();
         assert_eq!(read.claims, claims());
     }
 

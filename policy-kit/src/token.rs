@@ -10,6 +10,7 @@
 //! claims, checked against the `now` given (`jsonwebtoken` reads the clock
 //! itself) with the leeway capped.
 
+mod ed25519;
 mod provider;
 
 use base64::Engine;
@@ -151,8 +152,9 @@ fn ed25519_seed(key: &SigningKey) -> Option<&[u8; ED25519_SEED_BYTES]> {
     key.secret.as_slice().try_into().ok()
 }
 
-fn ed25519_key(key: &SigningKey) -> Option<ed25519_dalek::SigningKey> {
-    ed25519_seed(key).map(ed25519_dalek::SigningKey::from_bytes)
+/// The public key of an Ed25519 signing key.
+fn ed25519_public(key: &SigningKey) -> Option<ed25519::PublicKey> {
+    ed25519_seed(key).and_then(ed25519::public_key)
 }
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -266,9 +268,7 @@ fn decoding_key(key: &SigningKey) -> Option<DecodingKey> {
     match key.algorithm {
         KeyAlgorithm::Hs256 => DecodingKey::from_secret(&key.secret).ok(),
         // `jsonwebtoken` holds an Ed25519 public key as its 32 bytes.
-        KeyAlgorithm::EdDsa => Some(DecodingKey::from_ed_der(
-            ed25519_key(key)?.verifying_key().as_bytes(),
-        )),
+        KeyAlgorithm::EdDsa => Some(DecodingKey::from_ed_der(&ed25519_public(key)?)),
     }
 }
 
@@ -382,7 +382,7 @@ mod tests {
 
     /// The public half of an Ed25519 key, as a JWK's `x` holds it.
     fn public_x(key: &SigningKey) -> String {
-        B64.encode(ed25519_key(key).unwrap().verifying_key().as_bytes())
+        B64.encode(ed25519_public(key).unwrap())
     }
 
     fn expect() -> Expectations<'static> {
@@ -680,7 +680,7 @@ mod tests {
         // HS256 keyed with the published Ed25519 public key: the classic
         // confusion attack. The kid names an Ed25519 key, so it is refused
         // before any HMAC is computed.
-        let public = ed25519_key(&ed).unwrap().verifying_key().to_bytes();
+        let public = ed25519_public(&ed).unwrap();
         let forged = raw_token(
             r#"{"alg":"HS256","typ":"at+jwt","kid":"e1"}"#,
             &payload(),

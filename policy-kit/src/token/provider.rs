@@ -1,5 +1,5 @@
 //! The crypto provider `jsonwebtoken` signs and verifies with: HS256 over
-//! `hmac`/`sha2` and EdDSA (Ed25519) over `ed25519-dalek`, and no other
+//! `hmac`/`sha2` and EdDSA (Ed25519) by `token::ed25519`, and no other
 //! algorithm. `jsonwebtoken` is built with neither of its own backends
 //! (`rust_crypto`, `aws_lc_rs`), so this is the only signing code it can
 //! reach, and no RSA or ECDSA code is linked into a component.
@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{ED25519_SEED_BYTES, MIN_KEY_BYTES};
+use super::{ED25519_SEED_BYTES, MIN_KEY_BYTES, ed25519};
 
 static PROVIDER: CryptoProvider = CryptoProvider {
     signer_factory: signer,
@@ -78,9 +78,7 @@ fn signer(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>
                 return Err(ErrorKind::InvalidKeyFormat.into());
             }
             let seed = ed25519_seed(key.as_bytes())?;
-            Ok(Box::new(Ed25519Signer(
-                ed25519_dalek::SigningKey::from_bytes(seed),
-            )))
+            Ok(Box::new(Ed25519Signer(Zeroizing::new(*seed))))
         }
         _ => Err(ErrorKind::UnsupportedAlgorithm.into()),
     }
@@ -99,9 +97,7 @@ fn verifier(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerif
                 .try_get_as_bytes()?
                 .try_into()
                 .map_err(|_| ErrorKind::InvalidEddsaKey)?;
-            let public = ed25519_dalek::VerifyingKey::from_bytes(public)
-                .map_err(|_| ErrorKind::InvalidEddsaKey)?;
-            Ok(Box::new(Ed25519Verifier(public)))
+            Ok(Box::new(Ed25519Verifier(*public)))
         }
         _ => Err(ErrorKind::UnsupportedAlgorithm.into()),
     }
@@ -156,12 +152,12 @@ impl JwtVerifier for Hs256 {
     }
 }
 
-struct Ed25519Signer(ed25519_dalek::SigningKey);
+/// Ed25519 under one private key: its seed.
+struct Ed25519Signer(Zeroizing<[u8; ED25519_SEED_BYTES]>);
 
 impl Signer<Vec<u8>> for Ed25519Signer {
     fn try_sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
-        use ed25519_dalek::Signer;
-        Ok(self.0.sign(message).to_bytes().to_vec())
+        ed25519::sign(&self.0, message).ok_or_else(signature::Error::new)
     }
 }
 
@@ -171,7 +167,8 @@ impl JwtSigner for Ed25519Signer {
     }
 }
 
-struct Ed25519Verifier(ed25519_dalek::VerifyingKey);
+/// Ed25519 under one public key.
+struct Ed25519Verifier(ed25519::PublicKey);
 
 impl Verifier<Vec<u8>> for Ed25519Verifier {
     fn verify(
@@ -179,12 +176,12 @@ impl Verifier<Vec<u8>> for Ed25519Verifier {
         message: &[u8],
         signature: &Vec<u8>,
     ) -> std::result::Result<(), signature::Error> {
-        let signature =
-            ed25519_dalek::Signature::from_slice(signature).map_err(|_| signature::Error::new())?;
         // Strict: no malleable signatures, no small-order keys.
-        self.0
-            .verify_strict(message, &signature)
-            .map_err(|_| signature::Error::new())
+        if ed25519::verify(&self.0, message, signature) {
+            Ok(())
+        } else {
+            Err(signature::Error::new())
+        }
     }
 }
 
@@ -209,8 +206,9 @@ fn no_ec(_: &[u8], _: Algorithm) -> Result<(EllipticCurve, Vec<u8>, Vec<u8>)> {
 fn ed_public_key(der: &[u8], curve: &EllipticCurve) -> Result<Vec<u8>> {
     match curve {
         EllipticCurve::Ed25519 => {
-            let private = ed25519_dalek::SigningKey::from_bytes(ed25519_seed(der)?);
-            Ok(private.verifying_key().to_bytes().to_vec())
+            let public =
+                ed25519::public_key(ed25519_seed(der)?).ok_or(ErrorKind::InvalidEddsaKey)?;
+            Ok(public.to_vec())
         }
         _ => Err(ErrorKind::UnsupportedAlgorithm.into()),
     }

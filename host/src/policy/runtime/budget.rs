@@ -5,7 +5,8 @@
 //! refresh grant takes microseconds (7 µs HS256, 150 µs EdDSA in the
 //! component), a password grant tens of milliseconds (argon2id, ~43 ms).
 //! Time spent awaiting the host's imports (storage) does not count: storage
-//! has its own timeout.
+//! has its own timeout. Nor does waiting for a slot to hash a password in:
+//! that is queueing behind other password work. The hashing itself does.
 //!
 //! The engine's epoch advances every [`EPOCH_TICK`] (1 ms). A call that sees
 //! a tick notes its thread's CPU time and runs on; at the next tick it
@@ -86,6 +87,15 @@ impl CallKind {
         }
     }
 
+    /// The kind's name, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            CallKind::Decision => "decision",
+            CallKind::Refresh => "refresh",
+            CallKind::Password => "password",
+        }
+    }
+
     /// Where the call's user lookups are answered from: a decision may use
     /// the token-status memory; a grant, which mints a token, reads the
     /// database.
@@ -124,6 +134,25 @@ impl CallDeadlines {
     }
 }
 
+/// A call stopped at its deadline, with what its time went on: enough to
+/// tell a policy that spins from a machine too busy to run it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "deadline exceeded: a {kind} call ran {ran} ms of its {deadline} ms ({cpu} ms of CPU time, {primitives} ms in the host's primitives)",
+    kind = self.kind.name(),
+    ran = self.ran.as_millis(),
+    deadline = self.deadline.as_millis(),
+    cpu = self.cpu.as_millis(),
+    primitives = self.in_primitives.as_millis()
+)]
+pub(super) struct DeadlineExceeded {
+    kind: CallKind,
+    ran: Duration,
+    deadline: Duration,
+    cpu: Duration,
+    in_primitives: Duration,
+}
+
 /// A call refused because every overrun slot was taken.
 #[derive(Debug, thiserror::Error)]
 #[error("refused: ran past its normal cost while {0} long-running calls were running")]
@@ -134,6 +163,9 @@ pub(super) struct CallClock {
     kind: CallKind,
     started: Instant,
     in_imports: Duration,
+    /// Time in the host's primitives (argon2id, Ed25519): part of the
+    /// call's running time, counted apart for the deadline's message.
+    in_primitives: Duration,
     /// Nanoseconds the call spent parked at ticks (yielded or sleeping),
     /// added by the parking future when it resumes.
     parked: Arc<AtomicU64>,
@@ -164,6 +196,7 @@ impl CallClock {
             kind: CallKind::Decision,
             started: Instant::now(),
             in_imports: Duration::ZERO,
+            in_primitives: Duration::ZERO,
             parked: Arc::new(AtomicU64::new(0)),
             cpu_mark: None,
             cpu_ran: Duration::ZERO,
@@ -180,6 +213,7 @@ impl CallClock {
         self.kind = kind;
         self.started = Instant::now();
         self.in_imports = Duration::ZERO;
+        self.in_primitives = Duration::ZERO;
         self.parked.store(0, Ordering::Relaxed);
         self.cpu_mark = None;
         self.cpu_ran = Duration::ZERO;
@@ -212,6 +246,23 @@ impl CallClock {
         self.cpu_mark = None;
     }
 
+    /// The host's primitives computed for the call for `took`: counted as
+    /// running, and the end of a stretch of running, as for an import.
+    pub(super) fn add_primitive_time(&mut self, took: Duration) {
+        self.in_primitives += took;
+        self.cpu_mark = None;
+    }
+
+    #[cfg(test)]
+    pub(super) fn import_time(&self) -> Duration {
+        self.in_imports
+    }
+
+    #[cfg(test)]
+    pub(super) fn primitive_time(&self) -> Duration {
+        self.in_primitives
+    }
+
     /// How long the call has run: since it started, less the time it
     /// awaited imports or was parked at a tick.
     fn ran(&self) -> Duration {
@@ -228,8 +279,15 @@ impl CallClock {
     /// overrun slot past the normal cost (or be refused), and park: a tick,
     /// or [`OVERRUN_SLEEP_TICKS`] holding a slot.
     pub(super) fn on_tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
-        if self.ran() >= self.deadline {
-            return Ok(UpdateDeadline::Interrupt);
+        let ran = self.ran();
+        if ran >= self.deadline {
+            return Err(wasmtime::Error::new(DeadlineExceeded {
+                kind: self.kind,
+                ran,
+                deadline: self.deadline,
+                cpu: self.cpu_ran,
+                in_primitives: self.in_primitives,
+            }));
         }
         let now = thread_cpu_time();
         match self.cpu_mark.replace(now) {
@@ -333,10 +391,20 @@ mod tests {
             password: Duration::ZERO,
         };
         clock.start(CallKind::Decision, &deadlines);
-        assert!(matches!(
-            clock.on_tick().unwrap(),
-            UpdateDeadline::Interrupt
-        ));
+        clock.add_primitive_time(Duration::from_millis(3));
+        let stopped = clock.on_tick().err().expect("past its deadline");
+        let stopped = stopped
+            .downcast_ref::<DeadlineExceeded>()
+            .expect("a deadline error");
+        let message = stopped.to_string();
+        assert!(
+            message.starts_with("deadline exceeded: a decision call ran "),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(" ms of its 0 ms (0 ms of CPU time, 3 ms in the host's primitives)"),
+            "{message}"
+        );
     }
 
     #[tokio::test]

@@ -63,10 +63,20 @@ impl StoreState {
     /// Awaits `lookup` with the time it takes kept off the call's deadline:
     /// a slow database is the database's fault, not the policy's, and has
     /// its own timeout.
-    async fn outside_deadline<T>(&mut self, lookup: impl Future<Output = T>) -> T {
+    pub(super) async fn outside_deadline<T>(&mut self, lookup: impl Future<Output = T>) -> T {
         let started = Instant::now();
         let result = lookup.await;
         self.clock.add_import_time(started.elapsed());
+        result
+    }
+
+    /// Awaits the host's primitive `work`: its time counts as the call's
+    /// own (the policy asked for that work), and is noted apart for the
+    /// deadline's message.
+    pub(super) async fn in_primitive<T>(&mut self, work: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = work.await;
+        self.clock.add_primitive_time(started.elapsed());
         result
     }
 }

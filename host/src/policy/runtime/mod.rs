@@ -39,7 +39,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 pub use self::budget::CallDeadlines;
-use self::budget::{CallClock, CallKind, Overrun};
+use self::budget::{CallClock, CallKind, DeadlineExceeded, Overrun};
 pub(super) use self::engine::Sandbox;
 use self::imports::{HostEnv, StoreState};
 use self::output::GuestOutput;
@@ -645,6 +645,9 @@ async fn guarded<R>(call: impl Future<Output = wasmtime::Result<R>>) -> wasmtime
 fn describe_fault(error: wasmtime::Error) -> PolicyFailure {
     if let Some(overrun) = error.downcast_ref::<Overrun>() {
         return PolicyFailure::Overrun(overrun.to_string());
+    }
+    if let Some(deadline) = error.downcast_ref::<DeadlineExceeded>() {
+        return PolicyFailure::Fault(deadline.to_string());
     }
     let reason = match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => "deadline exceeded".to_owned(),

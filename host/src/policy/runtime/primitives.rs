@@ -12,18 +12,22 @@ use std::sync::Arc;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::imports::StoreState;
 use super::worlds::current::taskflow::auth::primitives::Host;
 
 /// Hashes `password` with argon2id and `Argon2::default()`'s parameters
-/// (m=19456, t=2, p=1: `policy-kit`'s), off the calling thread.
-pub(super) async fn argon2id_hash(slots: &Semaphore, password: String) -> Result<String, String> {
+/// (m=19456, t=2, p=1: `policy-kit`'s), off the calling thread, holding
+/// `slot` until done.
+pub(super) async fn argon2id_hash(
+    slot: OwnedSemaphorePermit,
+    password: String,
+) -> Result<String, String> {
     if password.is_empty() {
         return Err("password must not be empty".into());
     }
-    off_the_workers(slots, move || {
+    off_the_workers(slot, move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|hash| hash.to_string())
@@ -33,10 +37,14 @@ pub(super) async fn argon2id_hash(slots: &Semaphore, password: String) -> Result
     .unwrap_or_else(Err)
 }
 
-/// Whether `password` matches the PHC string `phc`, off the calling thread.
-/// A string that does not parse never matches.
-pub(super) async fn argon2id_verify(slots: &Semaphore, password: String, phc: String) -> bool {
-    off_the_workers(slots, move || {
+/// Whether `password` matches the PHC string `phc`, off the calling thread,
+/// holding `slot` until done. A string that does not parse never matches.
+pub(super) async fn argon2id_verify(
+    slot: OwnedSemaphorePermit,
+    password: String,
+    phc: String,
+) -> bool {
+    off_the_workers(slot, move || {
         Argon2::default()
             .verify_password(password.as_bytes(), phc.as_str())
             .is_ok()
@@ -45,19 +53,27 @@ pub(super) async fn argon2id_verify(slots: &Semaphore, password: String, phc: St
     .unwrap_or(false)
 }
 
-/// Runs `work` on tokio's blocking pool once one of `slots` is free.
+/// One of `slots`, once free: at most that many hashes compute at once.
+/// `Err`: shutting down.
+async fn hash_slot(slots: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, String> {
+    Arc::clone(slots)
+        .acquire_owned()
+        .await
+        .map_err(|_| "shutting down".to_owned())
+}
+
+/// Runs `work` on tokio's blocking pool, holding `slot` until it is done.
 /// `Err`: the work could not run (shutting down, or it panicked).
 async fn off_the_workers<T: Send + 'static>(
-    slots: &Semaphore,
+    slot: OwnedSemaphorePermit,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
-    let _slot = slots
-        .acquire()
-        .await
-        .map_err(|_| "shutting down".to_owned())?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|_| "password hashing failed".to_owned())
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        work()
+    })
+    .await
+    .map_err(|_| "password hashing failed".to_owned())
 }
 
 fn signing_key(seed: &[u8]) -> Result<SigningKey, String> {
@@ -79,23 +95,33 @@ fn ed25519_verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
         .is_ok()
 }
 
+// Waiting for a hash slot is queueing behind other password work, not the
+// policy's running: it is kept off the call's deadline, as a storage lookup
+// is. The hashing itself, and Ed25519, count as the call's own time.
 impl Host for StoreState {
     async fn argon2id_hash(&mut self, password: String) -> Result<String, String> {
         let slots = Arc::clone(&self.env.hash_slots);
-        argon2id_hash(&slots, password).await
+        let slot = self.outside_deadline(hash_slot(&slots)).await?;
+        self.in_primitive(argon2id_hash(slot, password)).await
     }
 
     async fn argon2id_verify(&mut self, password: String, phc: String) -> bool {
         let slots = Arc::clone(&self.env.hash_slots);
-        argon2id_verify(&slots, password, phc).await
+        let Ok(slot) = self.outside_deadline(hash_slot(&slots)).await else {
+            return false;
+        };
+        self.in_primitive(argon2id_verify(slot, password, phc))
+            .await
     }
 
     async fn ed25519_public_key(&mut self, seed: Vec<u8>) -> Result<Vec<u8>, String> {
-        Ok(signing_key(&seed)?.verifying_key().to_bytes().to_vec())
+        self.in_primitive(async { Ok(signing_key(&seed)?.verifying_key().to_bytes().to_vec()) })
+            .await
     }
 
     async fn ed25519_sign(&mut self, seed: Vec<u8>, message: Vec<u8>) -> Result<Vec<u8>, String> {
-        Ok(signing_key(&seed)?.sign(&message).to_bytes().to_vec())
+        self.in_primitive(async { Ok(signing_key(&seed)?.sign(&message).to_bytes().to_vec()) })
+            .await
     }
 
     async fn ed25519_verify(
@@ -104,7 +130,8 @@ impl Host for StoreState {
         message: Vec<u8>,
         signature: Vec<u8>,
     ) -> bool {
-        ed25519_verify(&public_key, &message, &signature)
+        self.in_primitive(async { ed25519_verify(&public_key, &message, &signature) })
+            .await
     }
 }
 
@@ -118,19 +145,31 @@ mod tests {
     /// where the other was made.
     #[tokio::test]
     async fn hashes_are_interchangeable_with_policy_kit() {
-        let slots = Semaphore::new(1);
-        let ours = argon2id_hash(&slots, "correct horse".into()).await.unwrap();
+        let slots = Arc::new(Semaphore::new(1));
+        let slot = || hash_slot(&slots);
+        let ours = argon2id_hash(slot().await.unwrap(), "correct horse".into())
+            .await
+            .unwrap();
         assert!(
             ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{ours}"
         );
         assert!(policy_kit::password::matches("correct horse", &ours));
         let theirs = policy_kit::password::hash("battery staple").unwrap();
-        assert!(argon2id_verify(&slots, "battery staple".into(), theirs.clone()).await);
-        assert!(!argon2id_verify(&slots, "battery stapl".into(), theirs).await);
-        assert!(!argon2id_verify(&slots, "x".into(), "not a phc string".into()).await);
+        assert!(
+            argon2id_verify(
+                slot().await.unwrap(),
+                "battery staple".into(),
+                theirs.clone()
+            )
+            .await
+        );
+        assert!(!argon2id_verify(slot().await.unwrap(), "battery stapl".into(), theirs).await);
+        assert!(
+            !argon2id_verify(slot().await.unwrap(), "x".into(), "not a phc string".into()).await
+        );
         assert_eq!(
-            argon2id_hash(&slots, String::new()).await,
+            argon2id_hash(slot().await.unwrap(), String::new()).await,
             Err("password must not be empty".into())
         );
     }
@@ -149,8 +188,11 @@ mod tests {
             let slots = Arc::new(Semaphore::new(1));
             let flag = Arc::clone(&other_ran);
             let hashing = tokio::spawn(async move {
-                let hash = argon2id_hash(&slots, "pw".into()).await.unwrap();
-                let verified = argon2id_verify(&slots, "pw".into(), hash).await;
+                let hash = argon2id_hash(hash_slot(&slots).await.unwrap(), "pw".into())
+                    .await
+                    .unwrap();
+                let verified =
+                    argon2id_verify(hash_slot(&slots).await.unwrap(), "pw".into(), hash).await;
                 (verified, flag.load(Ordering::SeqCst))
             });
             let flag = Arc::clone(&other_ran);
@@ -176,7 +218,7 @@ mod tests {
                 .map(|_| {
                     let (slots, running, peak) = (slots.clone(), running.clone(), peak.clone());
                     tokio::spawn(async move {
-                        off_the_workers(&slots, move || {
+                        off_the_workers(hash_slot(&slots).await.unwrap(), move || {
                             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                             peak.fetch_max(now, Ordering::SeqCst);
                             // Real work, so that the calls overlap if allowed to.
@@ -194,6 +236,52 @@ mod tests {
         });
         let peak = peak.load(Ordering::SeqCst);
         assert!((1..=2).contains(&peak), "{peak} hashes at once");
+    }
+
+    /// A call that waits for a hash slot (others are hashing) is not charged
+    /// for the wait, only for its own hash: the wait is queueing, as a slow
+    /// storage lookup is, and must not push a password call past its deadline.
+    #[tokio::test]
+    async fn waiting_for_a_hash_slot_is_off_the_deadline() {
+        use crate::policy::runtime::budget::{CallClock, CallDeadlines, CallKind};
+        use crate::policy::runtime::imports::{HostEnv, StoreState};
+        use crate::policy::runtime::output::GuestOutput;
+
+        let slots = Arc::new(Semaphore::new(1));
+        let env = Arc::new(HostEnv {
+            settings: arc_swap::ArcSwap::from_pointee(crate::policy::runtime::convert::settings(
+                &crate::policy::PolicySettings {
+                    signing_keys: Vec::new(),
+                    issuer: "i".into(),
+                    audience: "a".into(),
+                    token_ttl: std::time::Duration::from_secs(60),
+                    leeway: std::time::Duration::ZERO,
+                },
+            )),
+            users: Arc::new(crate::commands::NoUsers),
+            output: GuestOutput::new("test".into()),
+            hash_slots: Arc::clone(&slots),
+        });
+        let mut clock = CallClock::new(Arc::new(Semaphore::new(1)), 1);
+        clock.start(CallKind::Password, &CallDeadlines::default());
+        let mut store = StoreState::new(env, wasmtime::StoreLimits::default(), clock);
+        let held = Arc::clone(&slots).acquire_owned().await.unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            drop(held);
+        });
+        let hash = Host::argon2id_hash(&mut store, "pw".into()).await.unwrap();
+        release.await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        let (waited, hashing) = (store.clock.import_time(), store.clock.primitive_time());
+        assert!(
+            waited >= std::time::Duration::from_millis(250),
+            "{waited:?}"
+        );
+        assert!(
+            hashing > std::time::Duration::ZERO && hashing < waited,
+            "{hashing:?}"
+        );
     }
 
     /// Signatures are RFC 8032 Ed25519: they verify with `ed25519-dalek`

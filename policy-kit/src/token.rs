@@ -11,6 +11,7 @@
 //! itself) with the leeway capped.
 
 mod ed25519;
+mod hs256;
 mod provider;
 
 use base64::Engine;

@@ -1,12 +1,11 @@
-//! The crypto provider `jsonwebtoken` signs and verifies with: HS256 over
-//! `hmac`/`sha2` and EdDSA (Ed25519) by `token::ed25519`, and no other
+//! The crypto provider `jsonwebtoken` signs and verifies with: HS256 by
+//! `token::hs256` and EdDSA (Ed25519) by `token::ed25519`, and no other
 //! algorithm. `jsonwebtoken` is built with neither of its own backends
 //! (`rust_crypto`, `aws_lc_rs`), so this is the only signing code it can
 //! reach, and no RSA or ECDSA code is linked into a component.
 
 use std::sync::OnceLock;
 
-use hmac::{Hmac, Mac};
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{ErrorKind, Result};
 use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
@@ -15,7 +14,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{ED25519_SEED_BYTES, MIN_KEY_BYTES, ed25519};
+use super::{ED25519_SEED_BYTES, MIN_KEY_BYTES, ed25519, hs256};
 
 static PROVIDER: CryptoProvider = CryptoProvider {
     signer_factory: signer,
@@ -104,7 +103,7 @@ fn verifier(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerif
 }
 
 /// HMAC-SHA256 under one key, for signing and verifying alike.
-struct Hs256(Hmac<Sha256>);
+struct Hs256(Zeroizing<Vec<u8>>);
 
 impl Hs256 {
     fn new(family: AlgorithmFamily, secret: &[u8]) -> Result<Self> {
@@ -113,16 +112,13 @@ impl Hs256 {
         if family != AlgorithmFamily::Hmac || secret.len() < MIN_KEY_BYTES {
             return Err(ErrorKind::InvalidKeyFormat.into());
         }
-        let mac = Hmac::new_from_slice(secret).map_err(|_| ErrorKind::InvalidKeyFormat)?;
-        Ok(Self(mac))
+        Ok(Self(Zeroizing::new(secret.to_vec())))
     }
 }
 
 impl Signer<Vec<u8>> for Hs256 {
     fn try_sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
-        let mut mac = self.0.clone();
-        mac.update(message);
-        Ok(mac.finalize().into_bytes().to_vec())
+        hs256::tag(&self.0, message).ok_or_else(signature::Error::new)
     }
 }
 
@@ -138,11 +134,12 @@ impl Verifier<Vec<u8>> for Hs256 {
         message: &[u8],
         signature: &Vec<u8>,
     ) -> std::result::Result<(), signature::Error> {
-        let mut mac = self.0.clone();
-        mac.update(message);
         // Constant-time comparison.
-        mac.verify_slice(signature)
-            .map_err(|_| signature::Error::new())
+        if hs256::verify(&self.0, message, signature) {
+            Ok(())
+        } else {
+            Err(signature::Error::new())
+        }
     }
 }
 

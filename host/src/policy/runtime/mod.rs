@@ -8,8 +8,8 @@
 //! - [`budget`]: deadlines per kind of call, and the share of the machine
 //!   that calls running long may take;
 //! - [`pool`]: ready instances kept for reuse;
-//! - [`primitives`]: argon2id and Ed25519, natively, for policies that
-//!   import them;
+//! - [`primitives`]: argon2id, Ed25519 and HMAC-SHA256, natively, for
+//!   policies that import them;
 //! - [`self_check`]: the check a component passes before it serves;
 //! - [`worlds`]: the WIT worlds (current and older) and their bindings;
 //! - [`convert`]: WIT types to the host's.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Options, PASSWORD, TestServer, built_component, urlencode};
+use crate::harness::{Options, PASSWORD, Policy, TestServer, built_component, urlencode};
 
 async fn hostile_server() -> TestServer {
     hostile_server_with_deadline(300).await
@@ -229,4 +229,20 @@ async fn repeated_faults_show_as_degraded() {
     );
     assert_eq!(server.token_request(&login).await.status(), 200);
     assert_eq!(server.health().await["status"], "ok");
+}
+
+/// The first call of a loaded component runs on a cold instance, as part of
+/// its start rather than of a request: it is held to the start-up check's
+/// deadline, not a decision's. CPython's cold instance takes milliseconds
+/// to start; with decisions given 1 ms, the Python policy still starts.
+#[tokio::test]
+async fn a_cold_start_is_not_held_to_a_decisions_deadline() {
+    let server = TestServer::start_with(Options {
+        extra_env: vec![("TASKFLOW_DECISION_DEADLINE_MS".into(), "1".into())],
+        ..Policy::Python.options()
+    })
+    .await;
+    let health = server.health().await;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["auth_component"]["name"], "guest-python", "{health}");
 }

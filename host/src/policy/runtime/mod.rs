@@ -338,8 +338,13 @@ impl PolicyRuntime {
     /// The first call of a loaded component: on a fresh instance, measured
     /// for the memory caps and the pool, and not kept (its cap was set
     /// before its size was known).
+    ///
+    /// Held to the password deadline, as the self-check is: it is part of
+    /// the component's start, off any request's path, and the first
+    /// instance of an interpreter (CPython) can take longer to start than a
+    /// request's 50 ms, more so on a busy machine.
     async fn info_call(&self) -> Result<wit::PolicyInfo, PolicyFailure> {
-        let mut lease = self.lease(CallKind::Decision, Instances::Fresh).await?;
+        let mut lease = self.lease(CallKind::Password, Instances::Fresh).await?;
         let (policy, store) = lease.parts();
         let outcome = guarded(policy.info(store)).await;
         lease.finish(outcome)

@@ -79,21 +79,28 @@ async fn off_the_workers<T: Send + 'static>(
     .map_err(|_| "password hashing failed".to_owned())
 }
 
-/// Longest message `hmac-sha256` takes: a token is at most 4 KiB, and the
-/// hashing runs on the calling thread, outside the wasm code the epoch
-/// deadline can stop.
-const MAX_HMAC_MESSAGE_BYTES: usize = 64 << 10;
+/// Longest message `hmac-sha256` and Ed25519 take: a token is at most
+/// 4 KiB, and the hashing runs on the calling thread, outside the wasm code
+/// the epoch deadline can stop. (A message as large as an instance's 64 MiB
+/// would hold a request's thread for tens of milliseconds.)
+const MAX_MESSAGE_BYTES: usize = 64 << 10;
+
+fn message_too_long(what: &str, message: &[u8]) -> Option<String> {
+    (message.len() > MAX_MESSAGE_BYTES).then(|| {
+        format!(
+            "a message to {what} is at most {MAX_MESSAGE_BYTES} bytes, not {}",
+            message.len()
+        )
+    })
+}
 
 /// HMAC-SHA256 of `message` under `key`.
 fn hmac_sha256(key: &[u8], message: &[u8]) -> Result<Vec<u8>, String> {
     if key.is_empty() {
         return Err("an HMAC key must not be empty".into());
     }
-    if message.len() > MAX_HMAC_MESSAGE_BYTES {
-        return Err(format!(
-            "a message to HMAC is at most {MAX_HMAC_MESSAGE_BYTES} bytes, not {}",
-            message.len()
-        ));
+    if let Some(refused) = message_too_long("HMAC", message) {
+        return Err(refused);
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|e| e.to_string())?;
     mac.update(message);
@@ -107,7 +114,17 @@ fn signing_key(seed: &[u8]) -> Result<SigningKey, String> {
     Ok(SigningKey::from_bytes(seed))
 }
 
+fn ed25519_sign(seed: &[u8], message: &[u8]) -> Result<Vec<u8>, String> {
+    if let Some(refused) = message_too_long("sign", message) {
+        return Err(refused);
+    }
+    Ok(signing_key(seed)?.sign(message).to_bytes().to_vec())
+}
+
 fn ed25519_verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    if message_too_long("verify", message).is_some() {
+        return false;
+    }
     let (Ok(public_key), Ok(signature)) = (
         <&[u8; 32]>::try_from(public_key),
         Signature::from_slice(signature),
@@ -144,7 +161,7 @@ impl Host for StoreState {
     }
 
     async fn ed25519_sign(&mut self, seed: Vec<u8>, message: Vec<u8>) -> Result<Vec<u8>, String> {
-        self.in_primitive(async { Ok(signing_key(&seed)?.sign(&message).to_bytes().to_vec()) })
+        self.in_primitive(async { ed25519_sign(&seed, &message) })
             .await
     }
 
@@ -336,8 +353,8 @@ mod tests {
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
         assert!(hmac_sha256(b"", b"message").is_err());
-        assert!(hmac_sha256(b"key", &vec![0; MAX_HMAC_MESSAGE_BYTES]).is_ok());
-        let refused = hmac_sha256(b"key", &vec![0; MAX_HMAC_MESSAGE_BYTES + 1]).unwrap_err();
+        assert!(hmac_sha256(b"key", &vec![0; MAX_MESSAGE_BYTES]).is_ok());
+        let refused = hmac_sha256(b"key", &vec![0; MAX_MESSAGE_BYTES + 1]).unwrap_err();
         assert!(refused.contains("at most 65536 bytes"), "{refused}");
     }
 
@@ -357,5 +374,23 @@ mod tests {
         assert!(!ed25519_verify(&public[..31], b"message", &signature));
         assert!(!ed25519_verify(&public, b"message", &signature[..63]));
         assert!(signing_key(&seed[..31]).is_err());
+        assert_eq!(ed25519_sign(&seed, b"message").unwrap(), signature);
+    }
+
+    /// Messages past the cap are refused before any work: signing fails,
+    /// verifying says no, even for a signature made over the same bytes.
+    #[test]
+    fn ed25519_refuses_messages_past_the_cap() {
+        let seed = [7u8; 32];
+        let key = signing_key(&seed).unwrap();
+        let public = key.verifying_key().to_bytes();
+        let at_cap = vec![1u8; MAX_MESSAGE_BYTES];
+        let signature = ed25519_sign(&seed, &at_cap).unwrap();
+        assert!(ed25519_verify(&public, &at_cap, &signature));
+        let past = vec![1u8; MAX_MESSAGE_BYTES + 1];
+        let refused = ed25519_sign(&seed, &past).unwrap_err();
+        assert!(refused.contains("at most 65536 bytes"), "{refused}");
+        let signature = key.sign(&past).to_bytes();
+        assert!(!ed25519_verify(&public, &past, &signature));
     }
 }

@@ -289,17 +289,26 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_reads_wait_neither_for_the_pool_nor_for_a_writer() {
-        let dir = tempfile::tempdir().unwrap();
+        let (setup, dir) = test_database().await;
+        setup.add_user("alice", "h", &[]).await.unwrap();
+        let task = setup
+            .create_task("alice", &new("one"))
+            .await
+            .unwrap()
+            .unwrap();
+        drop(setup);
+        // One connection, so that holding it leaves the pool nothing. The
+        // wait is long enough for opening the pool on a loaded machine
+        // (300 ms was not, in CI); a read that waited for the pool or the
+        // writer would still fail, with a time-out, when it ran out.
         let path = dir.path().join("t.db");
         let settings = crate::storage::PoolSettings {
             max_connections: 1,
-            timeout: std::time::Duration::from_millis(300),
+            timeout: std::time::Duration::from_secs(3),
         };
-        let db = Database::connect(&format!("sqlite://{}", path.display()), settings)
+        let db = Database::connect_existing(&format!("sqlite://{}", path.display()), settings)
             .await
             .unwrap();
-        db.add_user("alice", "h", &[]).await.unwrap();
-        let task = db.create_task("alice", &new("one")).await.unwrap().unwrap();
         // Another process holds the write lock, and a write of ours holds
         // the pool's only connection while it waits for that lock.
         let writer = rusqlite::Connection::open(&path).unwrap();

@@ -112,7 +112,8 @@ impl CallKind {
 pub struct CallDeadlines {
     /// Bearer decisions and refresh grants.
     pub decision: Duration,
-    /// Password grants, password hashing and the self-check.
+    /// Password grants, password hashing, the self-check, and starting an
+    /// instance (see [`CallClock::start_instantiation`]).
     pub password: Duration,
 }
 
@@ -138,8 +139,8 @@ impl CallDeadlines {
 /// tell a policy that spins from a machine too busy to run it.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "deadline exceeded: a {kind} call ran {ran} ms of its {deadline} ms ({cpu} ms of CPU time, {primitives} ms in the host's primitives)",
-    kind = self.kind.name(),
+    "deadline exceeded: {what} ran {ran} ms of its {deadline} ms ({cpu} ms of CPU time, {primitives} ms in the host's primitives)",
+    what = self.what(),
     ran = self.ran.as_millis(),
     deadline = self.deadline.as_millis(),
     cpu = self.cpu.as_millis(),
@@ -147,10 +148,23 @@ impl CallDeadlines {
 )]
 pub(super) struct DeadlineExceeded {
     kind: CallKind,
+    starting: bool,
     ran: Duration,
     deadline: Duration,
     cpu: Duration,
     in_primitives: Duration,
+}
+
+impl DeadlineExceeded {
+    /// What ran: a call, or the start of an instance for one.
+    fn what(&self) -> String {
+        let kind = self.kind.name();
+        if self.starting {
+            format!("starting an instance for a {kind} call")
+        } else {
+            format!("a {kind} call")
+        }
+    }
 }
 
 /// A call refused because every overrun slot was taken.
@@ -161,6 +175,8 @@ pub(super) struct Overrun(pub(super) usize);
 /// The clock of the call an instance is running.
 pub(super) struct CallClock {
     kind: CallKind,
+    /// Whether the clock times the start of an instance, not a call.
+    starting: bool,
     started: Instant,
     in_imports: Duration,
     /// Time in the host's primitives (argon2id, Ed25519): part of the
@@ -194,6 +210,7 @@ impl CallClock {
     pub(super) fn new(slots: Arc<Semaphore>, slot_count: usize) -> Self {
         Self {
             kind: CallKind::Decision,
+            starting: false,
             started: Instant::now(),
             in_imports: Duration::ZERO,
             in_primitives: Duration::ZERO,
@@ -211,6 +228,7 @@ impl CallClock {
     /// Starts timing a call of `kind`.
     pub(super) fn start(&mut self, kind: CallKind, deadlines: &CallDeadlines) {
         self.kind = kind;
+        self.starting = false;
         self.started = Instant::now();
         self.in_imports = Duration::ZERO;
         self.in_primitives = Duration::ZERO;
@@ -222,11 +240,18 @@ impl CallClock {
         self.overrun = None;
     }
 
-    /// Starts timing the instantiation of an instance for calls of `kind`:
-    /// under that kind's deadline, but with the normal cost of starting an
-    /// instance.
+    /// Starts timing the instantiation of an instance for calls of `kind`,
+    /// with the normal cost of starting an instance and under the start-up
+    /// (password) deadline when it is the longer. Starting an instance
+    /// takes no input, the component's first start was held to that
+    /// deadline when it loaded, and the pool having none idle is the
+    /// host's doing: a burst that drains it on a busy machine (CPython's
+    /// ~4 ms start, many at once) must not turn into refused requests.
+    /// The call that follows is held to its own deadline again.
     pub(super) fn start_instantiation(&mut self, kind: CallKind, deadlines: &CallDeadlines) {
         self.start(kind, deadlines);
+        self.starting = true;
+        self.deadline = self.deadline.max(deadlines.password);
         self.normal_cost = self.normal_cost.max(INSTANTIATION_NORMAL_COST);
     }
 
@@ -283,6 +308,7 @@ impl CallClock {
         if ran >= self.deadline {
             return Err(wasmtime::Error::new(DeadlineExceeded {
                 kind: self.kind,
+                starting: self.starting,
                 ran,
                 deadline: self.deadline,
                 cpu: self.cpu_ran,
@@ -403,6 +429,45 @@ mod tests {
         );
         assert!(
             message.ends_with(" ms of its 0 ms (0 ms of CPU time, 3 ms in the host's primitives)"),
+            "{message}"
+        );
+    }
+
+    /// A decision that has to start an instance first (the pool had none
+    /// idle) gives the start the start-up deadline: a burst of CPython
+    /// starts on a busy machine ran past a decision's 50 ms and was
+    /// refused. The decision itself is held to its own deadline again.
+    #[tokio::test]
+    async fn starting_an_instance_is_held_to_the_start_up_deadline() {
+        let mut clock = clock(1);
+        let deadlines = CallDeadlines {
+            decision: Duration::from_millis(5),
+            password: Duration::from_secs(1),
+        };
+        clock.start_instantiation(CallKind::Decision, &deadlines);
+        clock.started -= Duration::from_millis(100);
+        assert!(clock.on_tick().is_ok(), "a start within 1 s");
+        clock.started -= Duration::from_secs(1);
+        let stopped = clock.on_tick().err().expect("a start past 1 s");
+        let message = stopped
+            .downcast_ref::<DeadlineExceeded>()
+            .unwrap()
+            .to_string();
+        assert!(
+            message
+                .starts_with("deadline exceeded: starting an instance for a decision call ran 1"),
+            "{message}"
+        );
+        assert!(message.contains(" ms of its 1000 ms "), "{message}");
+        clock.start(CallKind::Decision, &deadlines);
+        clock.started -= Duration::from_millis(100);
+        let stopped = clock.on_tick().err().expect("a decision past 5 ms");
+        let message = stopped
+            .downcast_ref::<DeadlineExceeded>()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.starts_with("deadline exceeded: a decision call ran 1"),
             "{message}"
         );
     }

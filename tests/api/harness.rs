@@ -12,9 +12,11 @@
 //! `TASKFLOW_TEST_POSTGRES_URL` names a PostgreSQL server (as
 //! `scripts/with-postgres` sets it), a fresh database of its own on it.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -58,6 +60,14 @@ pub fn workspace() -> PathBuf {
 /// start does not recompile the component.
 fn cache_dir() -> PathBuf {
     workspace().join("target/test-component-cache")
+}
+
+/// Whether a server of the component at a path has started in this run
+/// (so the cache holds it compiled), behind a lock its first start holds.
+fn compile_gate(component: &Path) -> Arc<Mutex<bool>> {
+    static GATES: Mutex<BTreeMap<PathBuf, Arc<Mutex<bool>>>> = Mutex::new(BTreeMap::new());
+    let mut gates = GATES.lock().unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(gates.entry(component.to_owned()).or_default())
 }
 
 /// How a test server is started.
@@ -180,6 +190,22 @@ impl TestServer {
 
     /// Starts a server on `data`, a data directory prepared by the test.
     pub fn start_in(data: tempfile::TempDir, options: Options) -> Self {
+        // The first start of a component compiles it into the shared cache,
+        // and starts of the same component wait for it: tests starting at
+        // once would otherwise each compile it (CPython's 18 MB on 2 cores,
+        // four at a time, ran past the start's time-out).
+        let gate = compile_gate(&options.component);
+        let mut compiled = gate.lock().unwrap_or_else(PoisonError::into_inner);
+        if *compiled {
+            drop(compiled);
+            return Self::launch(data, options);
+        }
+        let server = Self::launch(data, options);
+        *compiled = true;
+        server
+    }
+
+    fn launch(data: tempfile::TempDir, options: Options) -> Self {
         let (base, running) = if options.process {
             let mut child = taskflow(data.path(), &options)
                 .args(["serve", "--listen", "127.0.0.1:0"])

@@ -13,6 +13,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::LoadError;
 use super::budget::{self, EPOCH_TICK};
 use super::imports::StoreState;
+use super::primitives::Ed25519Keys;
 use super::worlds;
 use crate::policy::SandboxLimits;
 
@@ -29,6 +30,9 @@ pub(in crate::policy) struct Sandbox {
     /// Argon2 hashes the `primitives` import computes at once: one per
     /// password thread, whichever kind of call asks.
     pub(super) hash_slots: Arc<Semaphore>,
+    /// Ed25519 public keys the `primitives` import worked out, for every
+    /// loaded policy (the same signing keys serve each).
+    pub(super) ed25519_keys: Arc<Ed25519Keys>,
     cache_dir: Option<PathBuf>,
     grants: GrantThreads,
 }
@@ -53,6 +57,7 @@ impl Sandbox {
             overrun_slots: Arc::new(Semaphore::new(overrun_slot_count)),
             overrun_slot_count,
             hash_slots: Arc::new(Semaphore::new(limits.concurrent_hashes.max(1))),
+            ed25519_keys: Arc::new(Ed25519Keys::new()),
             grants: GrantThreads::new(limits.concurrent_hashes.max(1))?,
             limits,
             cache_dir,

@@ -25,6 +25,8 @@ pub(super) struct HostEnv {
     pub(super) output: GuestOutput,
     /// Argon2 hashes the `primitives` import may compute at once.
     pub(super) hash_slots: Arc<tokio::sync::Semaphore>,
+    /// Ed25519 public keys the `primitives` import worked out before.
+    pub(super) ed25519_keys: Arc<super::primitives::Ed25519Keys>,
 }
 
 /// The data of one instance's `Store`.

@@ -237,6 +237,7 @@ impl PolicyRuntime {
                 users,
                 output: GuestOutput::new(fallback_name),
                 hash_slots: Arc::clone(&sandbox.hash_slots),
+                ed25519_keys: Arc::clone(&sandbox.ed25519_keys),
             }),
             pool: InstancePool::new(sandbox.limits.idle_instances),
             consecutive_faults: AtomicU32::new(0),

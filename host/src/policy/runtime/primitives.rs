@@ -1,8 +1,10 @@
 //! The optional `primitives` import: argon2id, Ed25519 and HMAC-SHA256 run
 //! natively for a policy that imports them (a Python policy has none of
 //! them at a usable speed, and in WebAssembly SHA-256 runs without the
-//! CPU's SHA extensions). Passwords, seeds and messages are arguments of the one call that
-//! needs them; nothing is kept, logged or put into an error.
+//! CPU's SHA extensions). Passwords, seeds and messages are arguments of the
+//! one call that needs them; none is kept, logged or put into an error.
+//! What is kept is public: Ed25519 public keys, for the next decision
+//! ([`Ed25519Keys`]).
 //!
 //! Argon2id takes ~20 ms of CPU, so it never runs on the task that called
 //! it: it goes to tokio's blocking pool, at most one hash per core at once
@@ -14,7 +16,8 @@ use std::sync::Arc;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use quick_cache::sync::Cache;
+use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::imports::StoreState;
@@ -121,19 +124,64 @@ fn ed25519_sign(seed: &[u8], message: &[u8]) -> Result<Vec<u8>, String> {
     Ok(signing_key(seed)?.sign(message).to_bytes().to_vec())
 }
 
-fn ed25519_verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    if message_too_long("verify", message).is_some() {
-        return false;
+/// Ed25519 keys worked out for earlier calls, so that each EdDSA decision
+/// does not work them out again: a seed's public key (SHA-512 and a scalar
+/// multiplication, ~25 µs here, a third of what verifying costs) and a
+/// public key's decompressed point (~7 µs). A decision asks for both, for
+/// the same few signing keys, every time.
+///
+/// A seed is known here only by its SHA-256: the seed itself is not kept.
+/// Each map holds at most [`REMEMBERED_KEYS`], so a policy that asks about
+/// ever new keys only makes them be worked out again.
+pub(in crate::policy) struct Ed25519Keys {
+    public_keys: Cache<[u8; 32], [u8; 32]>,
+    verifying_keys: Cache<[u8; 32], VerifyingKey>,
+}
+
+/// Keys each of [`Ed25519Keys`]' maps holds: a key ring holds a few (the
+/// signing key, the next, those retired but still trusted).
+const REMEMBERED_KEYS: usize = 64;
+
+impl Ed25519Keys {
+    pub(in crate::policy) fn new() -> Self {
+        Self {
+            public_keys: Cache::new(REMEMBERED_KEYS),
+            verifying_keys: Cache::new(REMEMBERED_KEYS),
+        }
     }
-    let (Ok(public_key), Ok(signature)) = (
-        <&[u8; 32]>::try_from(public_key),
-        Signature::from_slice(signature),
-    ) else {
-        return false;
-    };
-    VerifyingKey::from_bytes(public_key)
-        .and_then(|key| key.verify_strict(message, &signature))
-        .is_ok()
+
+    /// The public key of the 32-byte private `seed`.
+    fn public_key(&self, seed: &[u8]) -> Result<[u8; 32], String> {
+        let digest: [u8; 32] = Sha256::digest(seed).into();
+        // `SigningKey::from_bytes` works the public key out: only on a miss.
+        self.public_keys.get_or_insert_with(&digest, || {
+            Ok(signing_key(seed)?.verifying_key().to_bytes())
+        })
+    }
+
+    /// Whether `signature` is a valid signature of `message` by
+    /// `public_key`; strict (RFC 8032, no malleability, no small-order key).
+    fn verify(&self, public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+        if message_too_long("verify", message).is_some() {
+            return false;
+        }
+        let (Ok(public_key), Ok(signature)) = (
+            <[u8; 32]>::try_from(public_key),
+            Signature::from_slice(signature),
+        ) else {
+            return false;
+        };
+        // A point that does not decompress is refused each time, not kept.
+        let key = self
+            .verifying_keys
+            .get_or_insert_with(&public_key, || VerifyingKey::from_bytes(&public_key));
+        key.is_ok_and(|key| key.verify_strict(message, &signature).is_ok())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
+        (self.public_keys.len(), self.verifying_keys.len())
+    }
 }
 
 // Waiting for a hash slot is queueing behind other password work, not the
@@ -156,7 +204,8 @@ impl Host for StoreState {
     }
 
     async fn ed25519_public_key(&mut self, seed: Vec<u8>) -> Result<Vec<u8>, String> {
-        self.in_primitive(async { Ok(signing_key(&seed)?.verifying_key().to_bytes().to_vec()) })
+        let keys = Arc::clone(&self.env.ed25519_keys);
+        self.in_primitive(async { keys.public_key(&seed).map(Vec::from) })
             .await
     }
 
@@ -171,7 +220,8 @@ impl Host for StoreState {
         message: Vec<u8>,
         signature: Vec<u8>,
     ) -> bool {
-        self.in_primitive(async { ed25519_verify(&public_key, &message, &signature) })
+        let keys = Arc::clone(&self.env.ed25519_keys);
+        self.in_primitive(async { keys.verify(&public_key, &message, &signature) })
             .await
     }
 
@@ -307,6 +357,7 @@ mod tests {
             users: Arc::new(crate::commands::NoUsers),
             output: GuestOutput::new("test".into()),
             hash_slots: Arc::clone(&slots),
+            ed25519_keys: Arc::new(Ed25519Keys::new()),
         });
         let mut clock = CallClock::new(Arc::new(Semaphore::new(1)), 1);
         clock.start(CallKind::Password, &CallDeadlines::default());
@@ -362,18 +413,21 @@ mod tests {
     /// directly, and a changed message, signature or key does not verify.
     #[test]
     fn ed25519_signs_and_verifies_strictly() {
+        let keys = Ed25519Keys::new();
         let seed = [7u8; 32];
         let key = signing_key(&seed).unwrap();
         let public = key.verifying_key().to_bytes();
+        assert_eq!(keys.public_key(&seed).unwrap(), public);
         let signature = key.sign(b"message").to_bytes();
-        assert!(ed25519_verify(&public, b"message", &signature));
-        assert!(!ed25519_verify(&public, b"messagf", &signature));
+        assert!(keys.verify(&public, b"message", &signature));
+        assert!(!keys.verify(&public, b"messagf", &signature));
         let mut bad = signature;
         bad[0] ^= 1;
-        assert!(!ed25519_verify(&public, b"message", &bad));
-        assert!(!ed25519_verify(&public[..31], b"message", &signature));
-        assert!(!ed25519_verify(&public, b"message", &signature[..63]));
+        assert!(!keys.verify(&public, b"message", &bad));
+        assert!(!keys.verify(&public[..31], b"message", &signature));
+        assert!(!keys.verify(&public, b"message", &signature[..63]));
         assert!(signing_key(&seed[..31]).is_err());
+        assert!(keys.public_key(&seed[..31]).is_err());
         assert_eq!(ed25519_sign(&seed, b"message").unwrap(), signature);
     }
 
@@ -381,16 +435,67 @@ mod tests {
     /// verifying says no, even for a signature made over the same bytes.
     #[test]
     fn ed25519_refuses_messages_past_the_cap() {
+        let keys = Ed25519Keys::new();
         let seed = [7u8; 32];
         let key = signing_key(&seed).unwrap();
         let public = key.verifying_key().to_bytes();
         let at_cap = vec![1u8; MAX_MESSAGE_BYTES];
         let signature = ed25519_sign(&seed, &at_cap).unwrap();
-        assert!(ed25519_verify(&public, &at_cap, &signature));
+        assert!(keys.verify(&public, &at_cap, &signature));
         let past = vec![1u8; MAX_MESSAGE_BYTES + 1];
         let refused = ed25519_sign(&seed, &past).unwrap_err();
         assert!(refused.contains("at most 65536 bytes"), "{refused}");
         let signature = key.sign(&past).to_bytes();
-        assert!(!ed25519_verify(&public, &past, &signature));
+        assert!(!keys.verify(&public, &past, &signature));
+    }
+
+    /// Keys worked out once answer the next calls, each for its own seed
+    /// or public key only: another seed gets its own public key, a key
+    /// remembered does not verify another key's signatures, and a point
+    /// that does not decompress is refused each time, not remembered.
+    #[test]
+    fn ed25519_keys_are_remembered_each_for_its_own() {
+        let keys = Ed25519Keys::new();
+        let (one, two) = ([7u8; 32], [8u8; 32]);
+        let public_one = keys.public_key(&one).unwrap();
+        assert_eq!(keys.public_key(&one).unwrap(), public_one);
+        let public_two = keys.public_key(&two).unwrap();
+        assert_ne!(public_one, public_two);
+        assert_eq!(
+            public_two,
+            signing_key(&two).unwrap().verifying_key().to_bytes()
+        );
+        assert_eq!(keys.len().0, 2);
+
+        let signed_by_one = ed25519_sign(&one, b"message").unwrap();
+        for _ in 0..2 {
+            assert!(keys.verify(&public_one, b"message", &signed_by_one));
+            assert!(!keys.verify(&public_two, b"message", &signed_by_one));
+            assert!(!keys.verify(&public_one, b"other", &signed_by_one));
+        }
+        assert_eq!(keys.len().1, 2);
+
+        // Not a point on the curve (y = 2 has no x).
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        assert!(VerifyingKey::from_bytes(&not_a_point).is_err());
+        assert!(!keys.verify(&not_a_point, b"message", &signed_by_one));
+        assert_eq!(keys.len().1, 2);
+    }
+
+    /// A policy asking about ever new keys cannot make the host keep them
+    /// all: each map stays within its bound.
+    #[test]
+    fn remembered_ed25519_keys_stay_bounded() {
+        let keys = Ed25519Keys::new();
+        for i in 0..(REMEMBERED_KEYS * 4) as u32 {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            let public = keys.public_key(&seed).unwrap();
+            assert!(!keys.verify(&public, b"message", &[0; 64]));
+        }
+        let (public, verifying) = keys.len();
+        assert!(public <= REMEMBERED_KEYS, "{public}");
+        assert!(verifying <= REMEMBERED_KEYS, "{verifying}");
     }
 }

@@ -48,6 +48,7 @@ impl PolicyRuntime {
             })),
             output: self.env.output.clone(),
             hash_slots: Arc::clone(&self.env.hash_slots),
+            ed25519_keys: Arc::clone(&self.env.ed25519_keys),
         });
         let mut probe = self
             .instantiate(probe_env, CallKind::Password)
